@@ -1,0 +1,106 @@
+"""Every config key this project adds, with its meaning. Defaults follow the TKD paper."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_tkd_config"]
+
+
+def add_tkd_config(cfg):
+    """Add the project's keys to a detectron2 ``get_cfg()`` node (in place)."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- FCOS (yacs-buildable)
+    _C.MODEL.FCOS = CN()
+    _C.MODEL.FCOS.NUM_CLASSES = 80
+    # FPN levels the head runs on, high to low resolution.
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.NUM_CONVS = 4  # convs per tower (cls and box)
+    _C.MODEL.FCOS.HEAD_NORM = "GN"  # "", "GN", "BN" (per-level BN), "SyncBN"
+    _C.MODEL.FCOS.PRIOR_PROB = 0.01  # initial foreground probability of the cls bias
+    _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
+    _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
+    # A location is positive only within this many strides of a GT centre.
+    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
+    # Box regression loss on positive locations: "giou", "diou", "ciou", "smooth_l1".
+    _C.MODEL.FCOS.BOX_LOSS = "giou"
+    _C.MODEL.FCOS.TEST_SCORE_THRESH = 0.2
+    _C.MODEL.FCOS.TEST_TOPK_CANDIDATES = 1000
+    _C.MODEL.FCOS.TEST_NMS_THRESH = 0.6
+
+    # ---------------------------------------------------------------- backbone
+    # ResNet/FPN for FCOS builds P6/P7 from P5 ("p5") as in FCOS; RetinaNet uses res5.
+    _C.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "res5"
+
+    # ---------------------------------------------------------------- datasets
+    _C.DATASETS.CUSTOM = CN()
+    # Register a user's dataset without Python: each entry is "name:format:images_dir:annotations"
+    # with format "coco" (annotations = a COCO json file) or "voc" (annotations = a folder of
+    # VOC XML; the image list is every XML in it, or a split file given as
+    # "name:voc:images_dir:annotations_dir:split_file"). Class names for VOC come from
+    # DATASETS.CUSTOM.CLASSES (required for voc).
+    _C.DATASETS.CUSTOM.ENTRIES = []
+    _C.DATASETS.CUSTOM.CLASSES = []
+    # Boxes outside the image are clipped to it; boxes of zero size after clipping are
+    # dropped and counted in the log ("drop"), or raise an error naming the file ("error").
+    _C.DATASETS.BAD_BOX_POLICY = "drop"
+
+    # ---------------------------------------------------------------- synthetic defects
+    _C.DATASETS.SYNTHETIC = CN()
+    _C.DATASETS.SYNTHETIC.NUM_TRAIN = 240  # images in synthetic_defects_train
+    _C.DATASETS.SYNTHETIC.NUM_TEST = 60  # images in synthetic_defects_test
+    _C.DATASETS.SYNTHETIC.IMAGE_SIZE = 200  # square side, pixels (NEU-DET is 200)
+    _C.DATASETS.SYNTHETIC.SEED = 0
+
+    # ---------------------------------------------------------------- TKD distiller
+    _C.MODEL.TKD = CN()
+    _C.MODEL.TKD.TEACHER = CN()
+    # A normal config yaml of this project describing the teacher detector.
+    _C.MODEL.TKD.TEACHER.CONFIG = ""
+    # The teacher's trained weights (.pth / .pkl). Required: a random teacher is an error.
+    _C.MODEL.TKD.TEACHER.WEIGHTS = ""
+    # Every KD weight ramps linearly from 0 to its value over this many iterations.
+    _C.MODEL.TKD.WARMUP_ITERS = 500
+    # Evaluate the teacher on DATASETS.TEST before training and log its AP.
+    _C.MODEL.TKD.EVAL_TEACHER_FIRST = False
+    # FPN levels used by DED and pixel-level DRD (instance DRD too).
+    _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+
+    # CRD, cross-response: student head features re-normalised to the teacher's per-channel
+    # statistics and run through the remaining teacher head.
+    _C.MODEL.TKD.CRD = CN()
+    # Conv of the head towers whose (pre-activation) output is reused; -1 = the reference
+    # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
+    _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
+    _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
+    _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: GIoU of decoded boxes
+    _C.MODEL.TKD.CRD.CENTERNESS_WEIGHT = 0.0  # loss_crd_ctr: FCOS centerness KD (option)
+    # Exponent of the quality-focal modulating factor |p_t - p_s|^beta.
+    _C.MODEL.TKD.CRD.BETA = 1.0
+
+    # DED, decoupled expert: attention-weighted fg / bg feature imitation + structure.
+    _C.MODEL.TKD.DED = CN()
+    _C.MODEL.TKD.DED.TEMPERATURE = 0.5  # of the teacher's spatial / channel attention
+    _C.MODEL.TKD.DED.FG_WEIGHT = 5e-2  # loss_ded_fg
+    _C.MODEL.TKD.DED.BG_WEIGHT = 2.5e-2  # loss_ded_bg
+    _C.MODEL.TKD.DED.SSIM_WEIGHT = 1.0  # loss_ded_ssim: (1 - SSIM) / 2, 11x11 Gaussian
+    _C.MODEL.TKD.DED.SSIM_WINDOW = 11
+    _C.MODEL.TKD.DED.SSIM_SIGMA = 1.5
+
+    # DRD, dual relation: graph reasoning (GloRe) on teacher and student, MSE between.
+    _C.MODEL.TKD.DRD = CN()
+    _C.MODEL.TKD.DRD.INSTANCE_WEIGHT = 1.0  # loss_drd_instance: RoIAlign crops of GT boxes
+    _C.MODEL.TKD.DRD.PIXEL_WEIGHT = 1.0  # loss_drd_pixel: whole FPN maps
+    _C.MODEL.TKD.DRD.ROI_SIZE = 6  # RoIAlign output side for instance relations
+    # How the graph units are made:
+    #  "per_step": like the reference, fresh randomly initialised, untrained GloRe units every
+    #    step, but drawn deterministically from (DRD.SEED, iteration) on the feature's
+    #    device/dtype, so a resumed run draws exactly the same units as the original would.
+    #  "fixed": units initialised once from DRD.SEED, kept as buffers (not trained), the
+    #    same every step.
+    _C.MODEL.TKD.DRD.GRAPH_MODE = "per_step"
+    _C.MODEL.TKD.DRD.SEED = 0
+    _C.MODEL.TKD.DRD.NUM_NODES = 16  # GloRe node count (reference: channels // 4 ... see graph.py)
+    _C.MODEL.TKD.DRD.NODE_CHANNELS = 32  # GloRe state channels
+
+    # ---------------------------------------------------------------- evaluation / misc
+    _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
+    return cfg
