@@ -11,6 +11,8 @@ installed detectron2 (or its dependency) does not need it, and none edits instal
   ``detectron2.data.transforms``) → alias of ``PIL.Image.BILINEAR`` (the same filter).
 * ``pkg_resources`` (gone from current setuptools, imported by ``detectron2.model_zoo``) →
   a minimal stand-in with ``resource_filename`` backed by ``importlib.resources``.
+* ``RetinaNetHead`` probes its norm type with ``get_norm(norm, 1)``, which fails for "GN"
+  (32 groups do not divide 1 channel) → that probe gets a 32-channel norm instead.
 * ``detectron2.engine.launch`` asserts CUDA → :func:`tkd_d2.engine.launch.launch` runs
   the same workers on CPU with the gloo backend.
 
@@ -74,16 +76,38 @@ def _shim_pillow():
 def _shim_pkg_resources():
     if "pkg_resources" in sys.modules or importlib.util.find_spec("pkg_resources") is not None:
         return
-    import importlib.resources
+    from importlib import resources
 
     def resource_filename(package, resource):
-        return str(importlib.resources.files(package).joinpath(resource))
+        return str(resources.files(package).joinpath(resource))
 
     module = types.ModuleType("pkg_resources")
     module.resource_filename = resource_filename
     module.__doc__ = "tkd_d2.compat stand-in: only resource_filename (for detectron2.model_zoo)"
     sys.modules["pkg_resources"] = module
     applied_shims.append("pkg_resources.resource_filename")
+
+
+def _shim_retinanet_norm_probe():
+    try:
+        from detectron2.modeling.meta_arch import retinanet
+    except ImportError:
+        return
+    original = retinanet.get_norm
+    if getattr(original, "_tkd_shim", False):
+        return
+
+    def get_norm(norm, out_channels):
+        try:
+            return original(norm, out_channels)
+        except ValueError:
+            if out_channels != 1:  # only the type probe is adapted
+                raise
+            return original(norm, 32)
+
+    get_norm._tkd_shim = True
+    retinanet.get_norm = get_norm
+    applied_shims.append("RetinaNetHead GN type probe")
 
 
 _APPLIED = False
@@ -97,4 +121,5 @@ def apply():
     _shim_pillow()
     _shim_pkg_resources()
     _shim_c_extension()
+    _shim_retinanet_norm_probe()
     _APPLIED = True

@@ -57,6 +57,9 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.TEACHER.CONFIG = ""
     # The teacher's trained weights (.pth / .pkl). Required: a random teacher is an error.
     _C.MODEL.TKD.TEACHER.WEIGHTS = ""
+    # Meta-architecture of the student described by this config's MODEL.* keys
+    # ("RetinaNet" or "FCOSDetector"); MODEL.META_ARCHITECTURE is "TKDDistiller".
+    _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"
     # Every KD weight ramps linearly from 0 to its value over this many iterations.
     _C.MODEL.TKD.WARMUP_ITERS = 500
     # Evaluate the teacher on DATASETS.TEST before training and log its AP.

@@ -1,0 +1,71 @@
+"""The project's Trainer: detectron2's DefaultTrainer with the project's data, evaluation,
+checkpointing and the TKD hooks."""
+import logging
+import os
+
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.utils import comm
+
+from ..data.mapper import TKDDatasetMapper
+from ..evaluation import DefectCOCOEvaluator
+from .checkpoint import SafeCheckpointer
+from .hooks import TKDHook
+
+__all__ = ["Trainer", "unwrap_model"]
+
+logger = logging.getLogger(__name__)
+
+
+def unwrap_model(model):
+    """The module inside a (Distributed)DataParallel wrapper, or the model itself."""
+    return getattr(model, "module", model)
+
+
+def train_thing_classes(cfg):
+    """Class names of the training set (what the checkpoint's outputs mean)."""
+    if not cfg.DATASETS.TRAIN:
+        return None
+    return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []) or []) or None
+
+
+class Trainer(DefaultTrainer):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Replace detectron2's checkpointer: atomic saves, weights-only loads, class names.
+        self.checkpointer = SafeCheckpointer(
+            self._trainer.model,
+            cfg.OUTPUT_DIR,
+            thing_classes=train_thing_classes(cfg),
+            trainer=self,
+        )
+        for h in self._hooks:
+            if hasattr(h, "checkpointer"):
+                h.checkpointer = self.checkpointer
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        # Before the LR scheduler / checkpointer: the distiller needs the iteration first.
+        hooks.insert(0, TKDHook(self.cfg, evaluate=self.test))
+        return hooks
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=TKDDatasetMapper(cfg, is_train=False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DefectCOCOEvaluator(
+            dataset_name,
+            distributed=comm.get_world_size() > 1,
+            output_dir=output_folder,
+            per_class_ap=cfg.TEST.PER_CLASS_AP,
+        )

@@ -1,0 +1,309 @@
+"""TKDDistiller: a student RetinaNet / FCOS trained with Triple Knowledge Distillation.
+
+Data flow: batched_inputs → teacher (no grad) + student → FPN features / head outputs →
+CRD, DED, DRD → a flat dict of named losses. The teacher is held outside the module tree
+(not a submodule), so it is not in ``parameters()``, the optimizer, the DDP wrapper or the
+``state_dict``; it follows the distiller's device/dtype and stays in eval mode.
+
+The distiller's ``state_dict`` is the student's, key for key, plus ``distill_*`` entries
+(align convs, fixed graph units) that a plain student ignores: the checkpoint written by
+training evaluates with the plain student config.
+"""
+import logging
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Boxes
+
+from ..distill.crd import crd_box_loss, crd_centerness_loss, crd_cls_loss
+from ..distill.ded import DecoupledExpertLoss
+from ..distill.drd import DualRelationLoss
+from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
+from .teacher import build_teacher
+
+__all__ = ["TKDDistiller", "KDLossError"]
+
+logger = logging.getLogger(__name__)
+
+STUDENT_PREFIX = "student."
+DEFAULT_REUSED_HEAD_INDEX = {"RetinaNet": 3, "FCOSDetector": 2}
+
+
+class KDLossError(FloatingPointError):
+    """A loss term became NaN or infinite."""
+
+
+@META_ARCH_REGISTRY.register()
+class TKDDistiller(nn.Module):
+    @configurable
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        teacher: nn.Module,
+        teacher_info: Dict = None,
+        in_features: List[str],
+        reused_head_index: int,
+        weights: Dict[str, float],
+        warmup_iters: int = 0,
+        crd_beta: float = 1.0,
+        ded: DecoupledExpertLoss = None,
+        drd: DualRelationLoss = None,
+    ):
+        """
+        Args:
+            student, teacher: detectors of the same family (RetinaNet or FCOS).
+            in_features: FPN levels for DED / DRD.
+            reused_head_index: CRD taps the student's towers after this conv (1-based,
+                pre-activation; 0 = head input) and finishes in the teacher's head.
+            weights: loss name (e.g. "loss_ded_fg") → weight; 0 skips that computation.
+            warmup_iters: KD weights ramp linearly from 0 over this many iterations.
+        """
+        super().__init__()
+        self.student = student
+        # A tuple hides the teacher from nn.Module's registry (params, buffers, state_dict).
+        self._teacher = (teacher,)
+        teacher.eval()
+        teacher.requires_grad_(False)
+        self.teacher_info = teacher_info or {}
+        self.in_features = list(in_features)
+        self.reused_head_index = int(reused_head_index)
+        self.weights = dict(weights)
+        self.warmup_iters = int(warmup_iters)
+        self.crd_beta = crd_beta
+        self.distill_ded = ded
+        self.distill_drd = drd
+        self._iter = 0
+
+        s_head, t_head = student.head, teacher.head
+        num_convs = len(split_tower(s_head.cls_subnet).pre)
+        if not 0 <= self.reused_head_index <= num_convs:
+            raise ValueError(
+                f"MODEL.TKD.CRD.REUSED_HEAD_INDEX={reused_head_index} outside [0, {num_convs}]"
+            )
+        if num_convs != len(split_tower(t_head.cls_subnet).pre):
+            raise ValueError("CRD needs student and teacher heads with the same number of convs")
+        self._s_blocks = (split_tower(s_head.cls_subnet), split_tower(s_head.bbox_subnet))
+        self._t_blocks = (split_tower(t_head.cls_subnet), split_tower(t_head.bbox_subnet))
+
+        # Align convs where the student's channels differ from the teacher's.
+        s_shapes, t_shapes = student.backbone.output_shape(), teacher.backbone.output_shape()
+        s_ch, t_ch = s_shapes[self.in_features[0]].channels, t_shapes[self.in_features[0]].channels
+        self.strides = [s_shapes[f].stride for f in self.in_features]
+        if [t_shapes[f].stride for f in self.in_features] != self.strides:
+            raise ValueError("Student and teacher FPN levels have different strides")
+        self.distill_feature_align = nn.Conv2d(s_ch, t_ch, 1) if s_ch != t_ch else None
+        s_head_ch = s_head.cls_score.in_channels
+        t_head_ch = t_head.cls_score.in_channels
+        if self.reused_head_index == 0:
+            s_head_ch, t_head_ch = s_ch, t_ch
+        if s_head_ch != t_head_ch:
+            self.distill_cls_align = nn.Conv2d(s_head_ch, t_head_ch, 1)
+            self.distill_box_align = nn.Conv2d(s_head_ch, t_head_ch, 1)
+        else:
+            self.distill_cls_align = self.distill_box_align = None
+
+        self._register_state_dict_hook(_strip_student_prefix)
+        self._register_load_state_dict_pre_hook(_add_student_prefix)
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def from_config(cls, cfg):
+        from detectron2.modeling import build_model
+
+        tkd = cfg.MODEL.TKD
+        student_cfg = cfg.clone()
+        student_cfg.defrost()
+        student_cfg.MODEL.META_ARCHITECTURE = tkd.STUDENT_META_ARCHITECTURE
+        student = build_model(student_cfg)
+        teacher, _, info = build_teacher(cfg)
+        index = tkd.CRD.REUSED_HEAD_INDEX
+        if index < 0:
+            index = DEFAULT_REUSED_HEAD_INDEX[tkd.STUDENT_META_ARCHITECTURE]
+        weights = {
+            "loss_crd_cls": tkd.CRD.CLS_WEIGHT,
+            "loss_crd_box": tkd.CRD.BOX_WEIGHT,
+            "loss_crd_ctr": tkd.CRD.CENTERNESS_WEIGHT
+            if tkd.STUDENT_META_ARCHITECTURE == "FCOSDetector" else 0.0,
+            "loss_ded_fg": tkd.DED.FG_WEIGHT,
+            "loss_ded_bg": tkd.DED.BG_WEIGHT,
+            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT,
+            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT,
+            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT,
+        }
+        t_channels = teacher.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
+        ded = drd = None
+        if any(weights[k] for k in ("loss_ded_fg", "loss_ded_bg", "loss_ded_ssim")):
+            ded = DecoupledExpertLoss(
+                temperature=tkd.DED.TEMPERATURE,
+                ssim_window=tkd.DED.SSIM_WINDOW,
+                ssim_sigma=tkd.DED.SSIM_SIGMA,
+            )
+        if weights["loss_drd_instance"] or weights["loss_drd_pixel"]:
+            drd = DualRelationLoss(
+                channels=t_channels,
+                roi_size=tkd.DRD.ROI_SIZE,
+                graph_mode=tkd.DRD.GRAPH_MODE,
+                seed=tkd.DRD.SEED,
+                num_nodes=tkd.DRD.NUM_NODES,
+                node_channels=tkd.DRD.NODE_CHANNELS,
+                temperature=tkd.DED.TEMPERATURE,
+            )
+        return {
+            "student": student,
+            "teacher": teacher,
+            "teacher_info": info,
+            "in_features": tkd.IN_FEATURES,
+            "reused_head_index": index,
+            "weights": weights,
+            "warmup_iters": tkd.WARMUP_ITERS,
+            "crd_beta": tkd.CRD.BETA,
+            "ded": ded,
+            "drd": drd,
+        }
+
+    # ------------------------------------------------------------------ teacher handling
+    @property
+    def teacher(self):
+        return self._teacher[0]
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.teacher.train(False)  # the teacher is always in eval mode
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        super()._apply(fn, *args, **kwargs)
+        self.teacher._apply(fn, *args, **kwargs)
+        return self
+
+    @property
+    def device(self):
+        return self.student.device
+
+    def set_iteration(self, iteration):
+        """Called by :class:`tkd_d2.engine.hooks.TKDHook` before each step."""
+        self._iter = int(iteration)
+
+    @property
+    def warmup_factor(self):
+        if self.warmup_iters <= 0:
+            return 1.0
+        return min(1.0, self._iter / self.warmup_iters)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batched_inputs):
+        if not self.training:
+            return self.student(batched_inputs)
+        student, teacher = self.student, self.teacher
+        images = student.preprocess_image(batched_inputs)
+        s_feature_dict = student.backbone(images.tensor)
+        s_feats = [s_feature_dict[f] for f in student.head_in_features]
+        s_head = run_head(student.head, *self._s_blocks, s_feats, self.reused_head_index)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
+
+        w = {k: v * self.warmup_factor for k, v in self.weights.items() if v}
+        need_crd = any(k.startswith("loss_crd") for k in w)
+        with torch.no_grad():
+            t_images = teacher.preprocess_image(batched_inputs)
+            if t_images.tensor.shape != images.tensor.shape:
+                raise ValueError(
+                    f"Teacher and student pad images differently ({tuple(t_images.tensor.shape)}"
+                    f" vs {tuple(images.tensor.shape)}): use the same size_divisibility"
+                )
+            t_feature_dict = teacher.backbone(t_images.tensor)
+            t_feats = [t_feature_dict[f] for f in teacher.head_in_features]
+            t_head = run_head(teacher.head, *self._t_blocks, t_feats, self.reused_head_index) \
+                if need_crd else None
+
+        if need_crd:
+            losses.update(self._crd_losses(s_feats, s_head, t_head, w))
+        gt_boxes = [inst.gt_boxes.tensor for inst in gt_instances]
+        s_level = [s_feature_dict[f] for f in self.in_features]
+        t_level = [t_feature_dict[f] for f in self.in_features]
+        if self.distill_feature_align is not None and (self.distill_ded or self.distill_drd):
+            s_level = [self.distill_feature_align(x) for x in s_level]
+        if self.distill_ded is not None:
+            terms = [t for t in ("fg", "bg", "ssim") if f"loss_ded_{t}" in w]
+            if terms:
+                ded = self.distill_ded(s_level, t_level, gt_boxes, self.strides, compute=terms)
+                losses.update({f"loss_ded_{t}": ded[t] * w[f"loss_ded_{t}"] for t in terms})
+        if self.distill_drd is not None:
+            terms = [t for t in ("instance", "pixel") if f"loss_drd_{t}" in w]
+            if terms:
+                drd = self.distill_drd(s_level, t_level, gt_boxes, self.strides,
+                                       step=self._iter, compute=terms)
+                losses.update({f"loss_drd_{t}": drd[t] * w[f"loss_drd_{t}"] for t in terms})
+        self._check_finite(losses)
+        return losses
+
+    def _crd_losses(self, s_feats, s_head, t_head, w):
+        student, teacher = self.student, self.teacher
+        reused = reuse_teacher_head(
+            teacher.head, *self._t_blocks, s_head, t_head, self.reused_head_index,
+            self.distill_cls_align, self.distill_box_align,
+        )
+        num_classes = student.num_classes
+        out = {}
+        t_logits = flatten_levels(t_head.predictions[0], num_classes)
+        t_prob = t_logits.sigmoid()
+        normalizer = float(getattr(student, "loss_normalizer", 1.0))
+        if "loss_crd_cls" in w:
+            r_logits = flatten_levels(reused[0], num_classes)
+            out["loss_crd_cls"] = w["loss_crd_cls"] * crd_cls_loss(
+                r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer
+            )
+        if "loss_crd_box" in w or "loss_crd_ctr" in w:
+            weight = t_prob.max(dim=-1).values  # (N, R): teacher's confidence
+        if "loss_crd_box" in w:
+            anchors = Boxes.cat(student.anchor_generator(s_feats)).tensor  # (R, 4)
+            r_deltas = flatten_levels(reused[1], 4)
+            t_deltas = flatten_levels(t_head.predictions[1], 4)
+            n, r = r_deltas.shape[:2]
+            flat_anchors = anchors.unsqueeze(0).expand(n, r, 4).reshape(-1, 4)
+            transform = student.box2box_transform
+            r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
+            t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
+            valid = (t_boxes[..., 2] > t_boxes[..., 0]) & (t_boxes[..., 3] > t_boxes[..., 1])
+            out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(r_boxes, t_boxes, weight, valid)
+        if "loss_crd_ctr" in w:
+            r_ctr = flatten_levels(reused[2], 1).squeeze(-1)
+            t_ctr = flatten_levels(t_head.predictions[2], 1).squeeze(-1)
+            out["loss_crd_ctr"] = w["loss_crd_ctr"] * crd_centerness_loss(r_ctr, t_ctr, weight)
+        return out
+
+    def _check_finite(self, losses):
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        if torch.isfinite(values).all():
+            return
+        bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
+        raise KDLossError(
+            f"Loss term(s) {bad} became NaN or infinite at iteration {self._iter} "
+            f"(all terms: { {k: float(v) for k, v in losses.items()} }). Lower SOLVER.BASE_LR "
+            "or the weight of the named term, or enable SOLVER.CLIP_GRADIENTS."
+        )
+
+
+def _strip_student_prefix(module, state_dict, prefix, local_metadata):
+    """Save the student's tensors under the plain student's names."""
+    full = prefix + STUDENT_PREFIX
+    for key in [k for k in state_dict if k.startswith(full)]:
+        state_dict[prefix + key[len(full):]] = state_dict.pop(key)
+    return state_dict
+
+
+def _add_student_prefix(state_dict, prefix, local_metadata, strict, missing_keys,
+                        unexpected_keys, error_msgs):
+    """Load plain-student names (and ``distill_*`` entries) back into the distiller."""
+    for key in list(state_dict):
+        if not key.startswith(prefix):
+            continue
+        rest = key[len(prefix):]
+        if rest.startswith("distill_") or rest.startswith(STUDENT_PREFIX):
+            continue
+        state_dict[prefix + STUDENT_PREFIX + rest] = state_dict.pop(key)

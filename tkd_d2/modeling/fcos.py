@@ -1,0 +1,102 @@
+"""FCOS buildable from a yacs config (detectron2 ships it for LazyConfig only)."""
+import torch
+from fvcore.nn import sigmoid_focal_loss_jit
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.utils.events import get_event_storage
+
+__all__ = ["FCOSDetector"]
+
+_BOX_LOSSES = ("giou", "diou", "ciou", "smooth_l1")
+
+
+@META_ARCH_REGISTRY.register()
+class FCOSDetector(FCOS):
+    """detectron2's :class:`FCOS`, built from ``cfg.MODEL.FCOS`` with a configurable box loss."""
+
+    @configurable
+    def __init__(self, *, box_reg_loss_type="giou", **kwargs):
+        super().__init__(**kwargs)
+        if box_reg_loss_type not in _BOX_LOSSES:
+            raise ValueError(
+                f"MODEL.FCOS.BOX_LOSS={box_reg_loss_type!r} is not one of {_BOX_LOSSES}"
+            )
+        self.box_reg_loss_type = box_reg_loss_type
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        fcos = cfg.MODEL.FCOS
+        shapes = backbone.output_shape()
+        missing = [f for f in fcos.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.FCOS.IN_FEATURES {missing} are not produced by the backbone "
+                f"(it gives {sorted(shapes)})"
+            )
+        input_shape = [shapes[f] for f in fcos.IN_FEATURES]
+        head = FCOSHead(
+            input_shape=input_shape,
+            num_classes=fcos.NUM_CLASSES,
+            conv_dims=[input_shape[0].channels] * fcos.NUM_CONVS,
+            norm=fcos.HEAD_NORM,
+            prior_prob=fcos.PRIOR_PROB,
+        )
+        return {
+            "backbone": backbone,
+            "head": head,
+            "head_in_features": list(fcos.IN_FEATURES),
+            "num_classes": fcos.NUM_CLASSES,
+            "center_sampling_radius": fcos.CENTER_SAMPLING_RADIUS,
+            "focal_loss_alpha": fcos.FOCAL_LOSS_ALPHA,
+            "focal_loss_gamma": fcos.FOCAL_LOSS_GAMMA,
+            "test_score_thresh": fcos.TEST_SCORE_THRESH,
+            "test_topk_candidates": fcos.TEST_TOPK_CANDIDATES,
+            "test_nms_thresh": fcos.TEST_NMS_THRESH,
+            "max_detections_per_image": cfg.TEST.DETECTIONS_PER_IMAGE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "box_reg_loss_type": fcos.BOX_LOSS,
+        }
+
+    def losses(
+        self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
+    ):
+        """detectron2's FCOS losses with ``box_reg_loss_type`` taken from the config."""
+        num_images = len(gt_labels)
+        gt_labels = torch.stack(gt_labels)  # (N, R)
+        pos_mask = (gt_labels >= 0) & (gt_labels != self.num_classes)
+        num_pos_anchors = pos_mask.sum().item()
+        get_event_storage().put_scalar("num_pos_anchors", num_pos_anchors / num_images)
+        normalizer = self._ema_update("loss_normalizer", max(num_pos_anchors, 1), 300)
+
+        gt_labels_target = F.one_hot(gt_labels, num_classes=self.num_classes + 1)[:, :, :-1]
+        loss_cls = sigmoid_focal_loss_jit(
+            torch.cat(pred_logits, dim=1),
+            gt_labels_target.to(pred_logits[0].dtype),
+            alpha=self.focal_loss_alpha,
+            gamma=self.focal_loss_gamma,
+            reduction="sum",
+        )
+        loss_box_reg = _dense_box_regression_loss(
+            anchors,
+            self.box2box_transform,
+            pred_anchor_deltas,
+            [x.tensor for x in gt_boxes],
+            pos_mask,
+            box_reg_loss_type=self.box_reg_loss_type,
+        )
+        ctrness_targets = self.compute_ctrness_targets(anchors, gt_boxes)
+        pred_centerness = torch.cat(pred_centerness, dim=1).squeeze(dim=2)
+        ctrness_loss = F.binary_cross_entropy_with_logits(
+            pred_centerness[pos_mask], ctrness_targets[pos_mask], reduction="sum"
+        )
+        return {
+            "loss_fcos_cls": loss_cls / normalizer,
+            "loss_fcos_loc": loss_box_reg / normalizer,
+            "loss_fcos_ctr": ctrness_loss / normalizer,
+        }
