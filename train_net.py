@@ -23,6 +23,7 @@ from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from tkd_d2 import add_tkd_config
 from tkd_d2.data import assert_datasets_registered, register_from_cfg
@@ -74,6 +75,8 @@ def setup(args):
     assert_datasets_registered(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
     cfg.freeze()
     default_setup(cfg, args)
+    # detectron2 sets up its own loggers only; the project's messages go to the same log.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tkd_d2", abbrev_name="tkd")
     return cfg
 
 

@@ -33,7 +33,24 @@ class MissingCExtensionError(RuntimeError):
 
 
 class _MissingCExtension(types.ModuleType):
-    """Stands in for ``detectron2._C``: importable, but every op raises a clear error."""
+    """Stands in for ``detectron2._C``: importable, but every op raises a clear error.
+
+    The build-information queries of ``detectron2.utils.collect_env`` answer truthfully
+    instead, so ``default_setup`` can print its environment report."""
+
+    __file__ = "<tkd_d2.compat stand-in for detectron2._C>"
+
+    @staticmethod
+    def get_compiler_version():
+        return "none: detectron2 built without its C++ extension"
+
+    @staticmethod
+    def get_cuda_version():
+        return "none: detectron2 built without its C++ extension"
+
+    @staticmethod
+    def has_cuda():
+        return False
 
     def __getattr__(self, op_name):
         if op_name.startswith("__"):

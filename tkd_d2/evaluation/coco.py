@@ -6,6 +6,7 @@ import os
 import numpy as np
 from tabulate import tabulate
 
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
@@ -45,6 +46,12 @@ class DefectCOCOEvaluator(COCOEvaluator):
     """
 
     def __init__(self, dataset_name, distributed=True, output_dir=None, per_class_ap=True):
+        # detectron2 caches the ground truth it converts to COCO json by dataset *name* and
+        # reuses it forever; a regenerated dataset would be scored against stale boxes.
+        if output_dir and comm.is_main_process():
+            stale = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
+            if os.path.exists(stale) and "json_file" not in MetadataCatalog.get(dataset_name).as_dict():
+                os.remove(stale)
         # use_fast_impl=False: the fast path needs detectron2's C++ extension.
         super().__init__(
             dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,

@@ -12,6 +12,7 @@ __all__ = ["TeacherLoadError", "load_teacher_config", "build_teacher", "num_clas
 
 logger = logging.getLogger(__name__)
 
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _SUPPORTED = ("RetinaNet", "FCOSDetector")
 
 
@@ -30,6 +31,10 @@ def load_teacher_config(path, device):
             "MODEL.TKD.TEACHER.CONFIG is empty: set it to the teacher's yaml, e.g. "
             "configs/NEU-DET/retinanet_R_50_FPN.yaml"
         )
+    if not os.path.isfile(path) and not os.path.isabs(path):
+        # configs name their teacher relative to the project root; accept any working dir
+        in_project = os.path.join(PROJECT_ROOT, path)
+        path = in_project if os.path.isfile(in_project) else path
     if not os.path.isfile(path):
         raise TeacherLoadError(f"MODEL.TKD.TEACHER.CONFIG: file not found: {path}")
     cfg = get_cfg()

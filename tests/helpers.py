@@ -1,0 +1,27 @@
+"""Shared helpers for tests that run train_net.py."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A tiny synthetic setting: seconds per training on 2 CPU cores.
+TINY = [
+    "DATASETS.SYNTHETIC.NUM_TRAIN", "12", "DATASETS.SYNTHETIC.NUM_TEST", "6",
+    "DATASETS.SYNTHETIC.IMAGE_SIZE", "128",
+    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128",
+    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
+    "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
+]
+
+
+def run_train_net(args, data_root, check=True, timeout=900):
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONWARNINGS="ignore")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "train_net.py"), *map(str, args)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"train_net.py {args} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
