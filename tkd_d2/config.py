@@ -101,8 +101,12 @@ def add_tkd_config(cfg):
     #    same every step.
     _C.MODEL.TKD.DRD.GRAPH_MODE = "per_step"
     _C.MODEL.TKD.DRD.SEED = 0
-    _C.MODEL.TKD.DRD.NUM_NODES = 16  # GloRe node count (reference: channels // 4 ... see graph.py)
-    _C.MODEL.TKD.DRD.NODE_CHANNELS = 32  # GloRe state channels
+    # GloRe sizes (state channels, node count); 0 = the reference's choice: pixel level
+    # C state channels and C/2 nodes for C FPN channels, instance level roi² and roi²/2.
+    _C.MODEL.TKD.DRD.PIXEL_NUM_STATE = 0
+    _C.MODEL.TKD.DRD.PIXEL_NUM_NODE = 0
+    _C.MODEL.TKD.DRD.INSTANCE_NUM_STATE = 0
+    _C.MODEL.TKD.DRD.INSTANCE_NUM_NODE = 0
 
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table

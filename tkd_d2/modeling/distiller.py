@@ -145,13 +145,15 @@ class TKDDistiller(nn.Module):
             )
         if weights["loss_drd_instance"] or weights["loss_drd_pixel"]:
             drd = DualRelationLoss(
-                channels=t_channels,
+                in_channels=t_channels,
                 roi_size=tkd.DRD.ROI_SIZE,
-                graph_mode=tkd.DRD.GRAPH_MODE,
-                seed=tkd.DRD.SEED,
-                num_nodes=tkd.DRD.NUM_NODES,
-                node_channels=tkd.DRD.NODE_CHANNELS,
                 temperature=tkd.DED.TEMPERATURE,
+                mode=tkd.DRD.GRAPH_MODE,
+                seed=tkd.DRD.SEED,
+                pixel_num_state=tkd.DRD.PIXEL_NUM_STATE or None,
+                pixel_num_node=tkd.DRD.PIXEL_NUM_NODE or None,
+                instance_num_state=tkd.DRD.INSTANCE_NUM_STATE or None,
+                instance_num_node=tkd.DRD.INSTANCE_NUM_NODE or None,
             )
         return {
             "student": student,

@@ -7,6 +7,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.box_regression import _dense_box_regression_loss
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
+from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 __all__ = ["FCOSDetector"]
@@ -62,6 +63,35 @@ class FCOSDetector(FCOS):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "box_reg_loss_type": fcos.BOX_LOSS,
         }
+
+    @torch.no_grad()
+    def match_anchors(self, anchors, gt_instances):
+        """detectron2's matching, plus images without boxes (all locations background)."""
+        if all(len(g) > 0 for g in gt_instances):
+            return super().match_anchors(anchors, gt_instances)
+        num_anchors = sum(len(a) for a in anchors)
+        device = anchors[0].tensor.device
+        return [
+            super(FCOSDetector, self).match_anchors(anchors, [g])[0] if len(g) > 0
+            else torch.full((num_anchors,), -1, dtype=torch.long, device=device)
+            for g in gt_instances
+        ]
+
+    @torch.no_grad()
+    def label_anchors(self, anchors, gt_instances):
+        """detectron2's labelling, plus images without boxes."""
+        matched_indices = self.match_anchors(anchors, gt_instances)
+        matched_labels, matched_boxes = [], []
+        for gt_index, gt_per_image in zip(matched_indices, gt_instances):
+            if len(gt_per_image) == 0:
+                matched_labels.append(torch.full_like(gt_index, self.num_classes))
+                matched_boxes.append(Boxes(gt_index.new_zeros((len(gt_index), 4), dtype=torch.float32)))
+                continue
+            label = gt_per_image.gt_classes[gt_index.clip(min=0)]
+            label[gt_index < 0] = self.num_classes  # background
+            matched_labels.append(label)
+            matched_boxes.append(gt_per_image.gt_boxes[gt_index.clip(min=0)])
+        return matched_labels, matched_boxes
 
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness

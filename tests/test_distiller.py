@@ -1,0 +1,243 @@
+"""TKDDistiller: built from configs, the teacher frozen and hidden, KD terms that vanish when
+the student is the teacher, weight-0 terms skipped, clear errors for a bad teacher."""
+import copy
+
+import pytest
+import torch
+
+import tkd_d2  # noqa: F401
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from tkd_d2 import add_tkd_config
+from tkd_d2.engine import SafeCheckpointer
+from tkd_d2.modeling import TeacherLoadError, TKDDistiller
+from tkd_d2.modeling.distiller import KDLossError
+
+KD_TERMS = {
+    "loss_crd_cls", "loss_crd_box", "loss_ded_fg", "loss_ded_bg", "loss_ded_ssim",
+    "loss_drd_instance", "loss_drd_pixel",
+}
+SMALL = ["MODEL.FPN.OUT_CHANNELS", 64, "DATASETS.TRAIN", ("synthetic_defects_train",)]
+
+
+def _cfg(path, opts=()):
+    cfg = get_cfg()
+    add_tkd_config(cfg)
+    cfg.merge_from_file(path)
+    cfg.merge_from_list([str(x) if not isinstance(x, tuple) else str(x) for x in opts])
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def _teacher_file(tmp_path, teacher_yaml, opts=(), thing_classes=None):
+    """Weights of a (random) teacher built from ``teacher_yaml`` + ``opts``, and that config
+    written as a yaml: ``(weights_path, teacher_yaml_path)``."""
+    cfg = _cfg(teacher_yaml, opts)
+    teacher = build_model(cfg)
+    SafeCheckpointer(teacher, str(tmp_path), thing_classes=thing_classes).save("teacher")
+    yaml_path = tmp_path / "teacher.yaml"
+    yaml_path.write_text(cfg.dump())
+    return str(tmp_path / "teacher.pth"), str(yaml_path)
+
+
+def _distiller_cfg(student_yaml, teacher_yaml, weights, opts=(), extra=()):
+    cfg = _cfg(student_yaml, opts)
+    cfg.merge_from_list([
+        "MODEL.META_ARCHITECTURE", "TKDDistiller",
+        "MODEL.TKD.STUDENT_META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
+        "MODEL.TKD.TEACHER.CONFIG", teacher_yaml, "MODEL.TKD.TEACHER.WEIGHTS", weights,
+        "MODEL.TKD.WARMUP_ITERS", "0", *map(str, extra),
+    ])
+    return cfg
+
+
+def _batch(n=2, size=128):
+    g = torch.Generator().manual_seed(0)
+    boxes = [torch.tensor([[10.0, 12.0, 60.0, 70.0], [70.0, 20.0, 120.0, 50.0]]),
+             torch.zeros((0, 4))]
+    out = []
+    for i in range(n):
+        b = boxes[i % 2]
+        inst = Instances((size, size), gt_boxes=Boxes(b), gt_classes=torch.zeros(len(b), dtype=torch.long))
+        out.append({"image": torch.rand(3, size, size, generator=g) * 255, "instances": inst})
+    return out
+
+
+def _freeze_bn(model):
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+@pytest.fixture(params=["retinanet", "fcos"])
+def family(request):
+    return request.param
+
+
+def _yaml(family):
+    return f"configs/Synthetic/{family}_R_18_FPN.yaml"
+
+
+def test_kd_terms_vanish_when_student_is_teacher(tmp_path, family):
+    yaml = _yaml(family)
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    assert isinstance(model, TKDDistiller)
+    model.student.load_state_dict(model.teacher.state_dict())
+    model.train()
+    _freeze_bn(model.student)  # same normalisation as the (eval-mode) teacher
+    with EventStorage():
+        losses = model(_batch())
+    assert KD_TERMS <= set(losses)
+    for name in KD_TERMS:
+        assert abs(float(losses[name])) < 1e-4, (name, float(losses[name]))
+
+
+def test_gradients_reach_student_not_teacher(tmp_path, family):
+    yaml = _yaml(family)
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    model.train()
+    assert not model.teacher.training
+    assert all(not m.training for m in model.teacher.modules())
+    with EventStorage():
+        losses = model(_batch())
+    kd = sum(v for k, v in losses.items() if k in KD_TERMS)
+    kd.backward()
+    assert all(p.grad is None for p in model.teacher.parameters())
+    # every KD part sends gradient into the student (backbone and head)
+    assert model.student.backbone.bottom_up.stem.conv1.weight.grad.abs().sum() > 0
+    assert model.student.head.cls_subnet[0].weight.grad.abs().sum() > 0
+    # the teacher is hidden from parameters / state_dict / optimizer
+    teacher_ids = {id(p) for p in model.teacher.parameters()}
+    assert not teacher_ids & {id(p) for p in model.parameters()}
+    student_keys = set(model.student.state_dict())
+    assert set(model.state_dict()) <= student_keys | {k for k in model.state_dict() if k.startswith("distill_")}
+
+
+def test_weight_zero_skips_the_computation(tmp_path, monkeypatch):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    zero_all_but_crd = ["MODEL.TKD.DED.FG_WEIGHT", 0.0, "MODEL.TKD.DED.BG_WEIGHT", 0.0,
+                        "MODEL.TKD.DED.SSIM_WEIGHT", 0.0, "MODEL.TKD.DRD.INSTANCE_WEIGHT", 0.0,
+                        "MODEL.TKD.DRD.PIXEL_WEIGHT", 0.0, "MODEL.TKD.CRD.BOX_WEIGHT", 0.0]
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, zero_all_but_crd))
+    assert model.distill_ded is None and model.distill_drd is None
+
+    import tkd_d2.modeling.distiller as distiller_module
+
+    def boom(*a, **k):
+        raise AssertionError("a weight-0 term was computed")
+
+    monkeypatch.setattr(distiller_module, "crd_box_loss", boom)
+    model.train()
+    with EventStorage():
+        losses = model(_batch())
+    assert set(losses) & KD_TERMS == {"loss_crd_cls"}
+
+
+def test_warmup_ramps_kd_weights(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    cfg = _distiller_cfg(yaml, teacher_yaml, weights, SMALL)
+    cfg.MODEL.TKD.WARMUP_ITERS = 10
+    model = build_model(cfg)
+    model.train()
+    values = {}
+    for it in (0, 5, 10):
+        model.set_iteration(it)
+        torch.manual_seed(0)
+        with EventStorage():
+            values[it] = float(model(_batch())["loss_ded_ssim"])
+    assert values[0] == 0.0
+    assert values[5] == pytest.approx(values[10] * 0.5, rel=1e-3)
+
+
+def test_state_dict_is_the_plain_students(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    plain = build_model(_cfg(yaml, SMALL))
+    incompatible = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not incompatible.missing_keys
+    assert all(k.startswith("distill_") for k in incompatible.unexpected_keys)
+    for k, v in plain.state_dict().items():
+        assert torch.equal(v, model.student.state_dict()[k])
+    # and loading back (resume) restores the student
+    clone = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    clone.load_state_dict(model.state_dict())
+    for k, v in model.student.state_dict().items():
+        assert torch.equal(v, clone.student.state_dict()[k])
+
+
+def test_teacher_follows_device_and_dtype_moves(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    model.double()
+    assert next(model.teacher.parameters()).dtype == torch.float64
+    model.float()
+    assert next(model.teacher.parameters()).dtype == torch.float32
+
+
+def test_missing_teacher_weights_is_a_clear_error(tmp_path):
+    yaml = _yaml("retinanet")
+    with pytest.raises(TeacherLoadError, match="file not found: .*nope.pth"):
+        build_model(_distiller_cfg(yaml, yaml, str(tmp_path / "nope.pth")))
+    with pytest.raises(TeacherLoadError, match="WEIGHTS is empty"):
+        build_model(_distiller_cfg(yaml, yaml, ""))
+
+
+def test_teacher_weights_for_another_architecture(tmp_path):
+    weights, teacher_yaml = _teacher_file(tmp_path, _yaml("retinanet"), SMALL)
+    r50 = "configs/Synthetic/retinanet_R_50_FPN.yaml"
+    with pytest.raises(TeacherLoadError, match="do not match the teacher config"):
+        build_model(_distiller_cfg(_yaml("retinanet"), r50, weights, SMALL))
+
+
+def test_teacher_with_other_classes(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL, thing_classes=["dent", "scratch", "a", "b", "c", "d"])
+    with pytest.raises(TeacherLoadError, match="trained for classes .*dent"):
+        build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    # a different number of classes in the teacher config
+    with pytest.raises(TeacherLoadError, match="predicts 6 classes, the student 3"):
+        build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL + ["MODEL.RETINANET.NUM_CLASSES", 3]))
+
+
+def test_teacher_of_another_family(tmp_path):
+    weights, teacher_yaml = _teacher_file(tmp_path, _yaml("fcos"), SMALL)
+    with pytest.raises(TeacherLoadError, match="same detector family"):
+        build_model(_distiller_cfg(_yaml("retinanet"), teacher_yaml, weights, SMALL))
+
+
+def test_nan_loss_names_the_term_and_iteration(tmp_path, monkeypatch):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    model.train()
+    model.set_iteration(7)
+    real = model.distill_ded.forward
+
+    def nan_ssim(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out["ssim"] = out["ssim"] * float("nan")
+        return out
+
+    monkeypatch.setattr(model.distill_ded, "forward", nan_ssim)
+    with EventStorage(), pytest.raises(KDLossError, match=r"loss_ded_ssim.*iteration 7"):
+        model(_batch())
+
+
+def test_inference_is_the_students(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL)).eval()
+    batch = [{k: v for k, v in d.items() if k != "instances"} for d in _batch()]
+    with torch.no_grad():
+        a = model(copy.deepcopy(batch))
+        b = model.student(copy.deepcopy(batch))
+    assert torch.equal(a[0]["instances"].scores, b[0]["instances"].scores)
