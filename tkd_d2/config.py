@@ -73,26 +73,41 @@ def add_tkd_config(cfg):
     # Conv of the head towers whose (pre-activation) output is reused; -1 = the reference
     # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
     _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
+    # Reference weights: RetinaNet cls 1.0 / box 1.0 (GIoU); FCOS cls 0.4 / box 0.75 with
+    # the -log(IoU) box loss (set in the tkd_fcos_* configs).
     _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
-    _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: GIoU of decoded boxes
+    _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between decoded boxes
+    # Box loss between boxes decoded from the cross head and the teacher: "giou" (1 - GIoU),
+    # "iou" (1 - IoU) or "log_iou" (-log IoU).
+    _C.MODEL.TKD.CRD.BOX_LOSS = "giou"
     _C.MODEL.TKD.CRD.CENTERNESS_WEIGHT = 0.0  # loss_crd_ctr: FCOS centerness KD (option)
     # Exponent of the quality-focal modulating factor |p_t - p_s|^beta.
     _C.MODEL.TKD.CRD.BETA = 1.0
 
+    # Multiplies every DED and DRD weight (1.0 reproduces the reference's training).
+    _C.MODEL.TKD.FEATURE_WEIGHT = 1.0
+
     # DED, decoupled expert: attention-weighted fg / bg feature imitation + structure.
     _C.MODEL.TKD.DED = CN()
     _C.MODEL.TKD.DED.TEMPERATURE = 0.5  # of the teacher's spatial / channel attention
-    _C.MODEL.TKD.DED.FG_WEIGHT = 5e-2  # loss_ded_fg
-    _C.MODEL.TKD.DED.BG_WEIGHT = 2.5e-2  # loss_ded_bg
-    _C.MODEL.TKD.DED.SSIM_WEIGHT = 1.0  # loss_ded_ssim: (1 - SSIM) / 2, 11x11 Gaussian
+    # Reference weights (ZhitaoWen/TKD configs): 5e-4 for every DED and DRD term. The
+    # reference config also sets a loss_weight (2.0 RetinaNet, 0.75 FCOS) that its code never
+    # applies; FEATURE_WEIGHT below multiplies all DED + DRD terms if you want to apply it.
+    _C.MODEL.TKD.DED.FG_WEIGHT = 5e-4  # loss_ded_fg: sum (S-T)^2 * A_s * A_c * M_fg / N
+    _C.MODEL.TKD.DED.BG_WEIGHT = 5e-4  # loss_ded_bg: the same on the background mask
+    _C.MODEL.TKD.DED.SSIM_WEIGHT = 5e-4  # loss_ded_ssim: (1 - SSIM) / 2, 11x11 Gaussian
     _C.MODEL.TKD.DED.SSIM_WINDOW = 11
     _C.MODEL.TKD.DED.SSIM_SIGMA = 1.5
 
     # DRD, dual relation: graph reasoning (GloRe) on teacher and student, MSE between.
     _C.MODEL.TKD.DRD = CN()
-    _C.MODEL.TKD.DRD.INSTANCE_WEIGHT = 1.0  # loss_drd_instance: RoIAlign crops of GT boxes
-    _C.MODEL.TKD.DRD.PIXEL_WEIGHT = 1.0  # loss_drd_pixel: whole FPN maps
+    _C.MODEL.TKD.DRD.INSTANCE_WEIGHT = 5e-4  # loss_drd_instance: RoIAlign crops of GT boxes
+    _C.MODEL.TKD.DRD.PIXEL_WEIGHT = 5e-4  # loss_drd_pixel: whole FPN maps
     _C.MODEL.TKD.DRD.ROI_SIZE = 6  # RoIAlign output side for instance relations
+    # Instance relations: each model's attention-weighted channel-mean map is cropped at every
+    # GT box (RoIAlign, every level); the roi² crop cells are the graph's channels and the
+    # boxes its positions (the reference stacks boxes as channels, which needs a new unit for
+    # every box count), then GloRe, then MSE.
     # How the graph units are made:
     #  "per_step": like the reference, fresh randomly initialised, untrained GloRe units every
     #    step, but drawn deterministically from (DRD.SEED, iteration) on the feature's

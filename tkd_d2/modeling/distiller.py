@@ -51,6 +51,7 @@ class TKDDistiller(nn.Module):
         weights: Dict[str, float],
         warmup_iters: int = 0,
         crd_beta: float = 1.0,
+        crd_box_loss_type: str = "giou",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
     ):
@@ -75,6 +76,7 @@ class TKDDistiller(nn.Module):
         self.weights = dict(weights)
         self.warmup_iters = int(warmup_iters)
         self.crd_beta = crd_beta
+        self.crd_box_loss_type = crd_box_loss_type
         self.distill_ded = ded
         self.distill_drd = drd
         self._iter = 0
@@ -129,11 +131,11 @@ class TKDDistiller(nn.Module):
             "loss_crd_box": tkd.CRD.BOX_WEIGHT,
             "loss_crd_ctr": tkd.CRD.CENTERNESS_WEIGHT
             if tkd.STUDENT_META_ARCHITECTURE == "FCOSDetector" else 0.0,
-            "loss_ded_fg": tkd.DED.FG_WEIGHT,
-            "loss_ded_bg": tkd.DED.BG_WEIGHT,
-            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT,
-            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT,
-            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT,
+            "loss_ded_fg": tkd.DED.FG_WEIGHT * tkd.FEATURE_WEIGHT,
+            "loss_ded_bg": tkd.DED.BG_WEIGHT * tkd.FEATURE_WEIGHT,
+            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT * tkd.FEATURE_WEIGHT,
+            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT * tkd.FEATURE_WEIGHT,
+            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT * tkd.FEATURE_WEIGHT,
         }
         t_channels = teacher.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
         ded = drd = None
@@ -164,6 +166,7 @@ class TKDDistiller(nn.Module):
             "weights": weights,
             "warmup_iters": tkd.WARMUP_ITERS,
             "crd_beta": tkd.CRD.BETA,
+            "crd_box_loss_type": tkd.CRD.BOX_LOSS,
             "ded": ded,
             "drd": drd,
         }
@@ -254,6 +257,7 @@ class TKDDistiller(nn.Module):
         out = {}
         t_logits = flatten_levels(t_head.predictions[0], num_classes)
         t_prob = t_logits.sigmoid()
+        # normalised like the detector's own losses (its EMA of the number of positives)
         normalizer = float(getattr(student, "loss_normalizer", 1.0))
         if "loss_crd_cls" in w:
             r_logits = flatten_levels(reused[0], num_classes)
@@ -271,12 +275,15 @@ class TKDDistiller(nn.Module):
             transform = student.box2box_transform
             r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
-            valid = (t_boxes[..., 2] > t_boxes[..., 0]) & (t_boxes[..., 3] > t_boxes[..., 1])
-            out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(r_boxes, t_boxes, weight, valid)
+            out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(
+                r_boxes, t_boxes, weight, normalizer=normalizer, mode=self.crd_box_loss_type
+            )
         if "loss_crd_ctr" in w:
             r_ctr = flatten_levels(reused[2], 1).squeeze(-1)
             t_ctr = flatten_levels(t_head.predictions[2], 1).squeeze(-1)
-            out["loss_crd_ctr"] = w["loss_crd_ctr"] * crd_centerness_loss(r_ctr, t_ctr, weight)
+            out["loss_crd_ctr"] = w["loss_crd_ctr"] * crd_centerness_loss(
+                r_ctr, t_ctr, weight, normalizer=normalizer
+            )
         return out
 
     def _check_finite(self, losses):

@@ -1,0 +1,113 @@
+"""Cross-response losses: minimum at student == teacher, weighting / normalisation, invalid
+boxes ignored without NaN."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tkd_d2.distill.crd import (align_to_teacher_statistics, crd_box_loss, crd_centerness_loss, crd_cls_loss,
+                                teacher_box_weight)
+
+
+def random_boxes(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(*shape, 2, generator=g) * 50
+    wh = torch.rand(*shape, 2, generator=g) * 30 + 1
+    return torch.cat([xy, xy + wh], dim=-1)
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_cls_loss_is_zero_with_zero_gradient_at_teacher(beta):
+    teacher = torch.randn(2, 30, 5)
+    student = teacher.clone().requires_grad_()
+    loss = crd_cls_loss(student, teacher, beta=beta, normalizer=4.0)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert student.grad.abs().max() < 1e-7
+    other = torch.randn(2, 30, 5)
+    assert crd_cls_loss(other, teacher) > 0
+
+
+def test_cls_loss_formula_and_normalizer():
+    g = torch.Generator().manual_seed(0)
+    s, t = torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)
+    q = t.sigmoid()
+    expected = (F.binary_cross_entropy_with_logits(s, q, reduction="none") * (s.sigmoid() - q).abs() ** 2).sum() / 5
+    torch.testing.assert_close(crd_cls_loss(s, t, beta=2.0, normalizer=5.0), expected)
+    weight = torch.tensor([1.0, 0.0, 1.0])
+    torch.testing.assert_close(crd_cls_loss(s, t, 2.0, 5.0, weight=weight),
+                               crd_cls_loss(s[[0, 2]], t[[0, 2]], 2.0, 5.0))
+
+
+def test_teacher_gets_no_gradient():
+    s = torch.randn(2, 6, 3, requires_grad=True)
+    t = torch.randn(2, 6, 3, requires_grad=True)
+    crd_cls_loss(s, t).backward()
+    assert t.grad is None and s.grad is not None
+
+
+def test_box_loss_zero_for_identical_boxes():
+    boxes = random_boxes((2, 10), 0)
+    student = boxes.clone().requires_grad_()
+    weight = torch.rand(2, 10)
+    loss = crd_box_loss(student, boxes, weight)
+    assert abs(loss.item()) < 1e-6
+    loss.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_box_loss_weighting_and_default_normalizer():
+    s, t = random_boxes((8,), 1), random_boxes((8,), 2)
+    weight = torch.rand(8)
+    from torchvision.ops import generalized_box_iou_loss
+
+    per_box = generalized_box_iou_loss(s, t, reduction="none")
+    torch.testing.assert_close(crd_box_loss(s, t, weight), (per_box * weight).sum() / weight.sum())
+    torch.testing.assert_close(crd_box_loss(s, t, weight, normalizer=3.0), (per_box * weight).sum() / 3.0)
+
+
+def test_box_loss_ignores_invalid_and_degenerate_locations():
+    s, t = random_boxes((6,), 3), random_boxes((6,), 4)
+    weight = torch.ones(6)
+    valid = torch.tensor([True, True, True, False, True, True])
+    s_bad = s.clone()
+    s_bad[1] = torch.tensor([5.0, 5.0, 5.0, 9.0])  # zero width
+    t_bad = t.clone()
+    t_bad[2] = torch.tensor([float("nan")] * 4)
+    s_bad.requires_grad_()
+    loss = crd_box_loss(s_bad, t_bad, weight, valid_mask=valid)
+    keep = [0, 4, 5]
+    torch.testing.assert_close(loss, crd_box_loss(s[keep], t[keep], weight[keep]), check_dtype=True)
+    loss.backward()
+    assert torch.isfinite(s_bad.grad).all()
+    assert (s_bad.grad[[1, 2, 3]] == 0).all()
+    # nothing valid → 0, not NaN
+    empty = crd_box_loss(s, t, weight, valid_mask=torch.zeros(6, dtype=torch.bool))
+    assert empty.item() == 0.0
+
+
+@pytest.mark.parametrize("mode", ["giou", "iou", "log_iou"])
+def test_box_loss_modes_vanish_at_teacher(mode):
+    boxes = random_boxes((5,), 5)
+    assert abs(crd_box_loss(boxes, boxes, torch.ones(5), mode=mode).item()) < 1e-5
+
+
+def test_teacher_box_weight_is_max_probability():
+    logits = torch.tensor([[[-1.0, 2.0, 0.0]]])
+    torch.testing.assert_close(teacher_box_weight(logits), torch.tensor([[2.0]]).sigmoid())
+
+
+def test_centerness_minimum_at_teacher():
+    t = torch.randn(2, 7)
+    s = t.clone().requires_grad_()
+    loss = crd_centerness_loss(s, t, weight=torch.rand(2, 7))
+    loss.backward()
+    assert s.grad.abs().max() < 1e-6
+    assert crd_centerness_loss(t + 1.0, t) > crd_centerness_loss(t, t)
+
+
+def test_align_to_teacher_statistics():
+    s = torch.randn(2, 3, 4, 5) * 3 + 1
+    t = torch.randn(2, 3, 4, 5) * 0.5 - 2
+    aligned = align_to_teacher_statistics(s, t)
+    torch.testing.assert_close(aligned.mean(dim=(0, 2, 3)), t.mean(dim=(0, 2, 3)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(aligned.std(dim=(0, 2, 3)), t.std(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
