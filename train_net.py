@@ -68,6 +68,8 @@ def setup(args):
     except KeyError as e:
         raise _explain_key_error(cfg, e, "the command line") from None
     except AssertionError as e:
+        if "Non-existent" in str(e):
+            raise _explain_key_error(cfg, e, "the command line") from None
         raise ConfigError(f"Command-line overrides must be KEY VALUE pairs: {e}") from None
     if not torch.cuda.is_available() and cfg.MODEL.DEVICE != "cpu":
         cfg.MODEL.DEVICE = "cpu"

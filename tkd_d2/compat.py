@@ -13,6 +13,8 @@ installed detectron2 (or its dependency) does not need it, and none edits instal
   a minimal stand-in with ``resource_filename`` backed by ``importlib.resources``.
 * ``RetinaNetHead`` probes its norm type with ``get_norm(norm, 1)``, which fails for "GN"
   (32 groups do not divide 1 channel) → that probe gets a 32-channel norm instead.
+* ``create_ddp_model`` passes ``device_ids=[local_rank]`` even for a CPU model, which
+  DistributedDataParallel refuses → for CPU models it passes ``device_ids=None``.
 * ``detectron2.engine.launch`` asserts CUDA → :func:`tkd_d2.engine.launch.launch` runs
   the same workers on CPU with the gloo backend.
 
@@ -127,6 +129,26 @@ def _shim_retinanet_norm_probe():
     applied_shims.append("RetinaNetHead GN type probe")
 
 
+def _shim_cpu_ddp():
+    try:
+        from detectron2.engine import defaults
+    except ImportError:
+        return
+    original = defaults.create_ddp_model
+    if getattr(original, "_tkd_shim", False):
+        return
+
+    def create_ddp_model(model, *, fp16_compression=False, **kwargs):
+        first = next(model.parameters(), None)
+        if first is not None and first.device.type == "cpu" and "device_ids" not in kwargs:
+            kwargs["device_ids"] = None
+        return original(model, fp16_compression=fp16_compression, **kwargs)
+
+    create_ddp_model._tkd_shim = True
+    defaults.create_ddp_model = create_ddp_model
+    applied_shims.append("create_ddp_model on CPU")
+
+
 _APPLIED = False
 
 
@@ -139,4 +161,5 @@ def apply():
     _shim_pkg_resources()
     _shim_c_extension()
     _shim_retinanet_norm_probe()
+    _shim_cpu_ddp()
     _APPLIED = True

@@ -61,7 +61,8 @@ def add_tkd_config(cfg):
     # ("RetinaNet" or "FCOSDetector"); MODEL.META_ARCHITECTURE is "TKDDistiller".
     _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"
     # Every KD weight ramps linearly from 0 to its value over this many iterations.
-    _C.MODEL.TKD.WARMUP_ITERS = 500
+    # (The untrained student's KD gradients are large at first.)
+    _C.MODEL.TKD.WARMUP_ITERS = 100
     # Evaluate the teacher on DATASETS.TEST before training and log its AP.
     _C.MODEL.TKD.EVAL_TEACHER_FIRST = False
     # FPN levels used by DED and pixel-level DRD (instance DRD too).

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Does TKD pay off on real steel defects? (BENCHMARKS.md, "Accuracy on NEU-DET")
+
+Every run is a real ``train_net.py`` training from scratch, then ``--eval-only`` with the
+plain student config. Stages are resumable: a finished run (its ap_results.json exists) is
+skipped, an interrupted one resumes from its last checkpoint; results are written to
+``benchmarks/results/accuracy_<detector>.json`` after every run.
+
+    export DETECTRON2_DATASETS=/path/holding/NEU-DET
+    python benchmarks/bench_accuracy.py --stage teacher              # RetinaNet R-50
+    python benchmarks/bench_accuracy.py --stage students             # R-18: baseline, crd, ded, drd, tkd
+    python benchmarks/bench_accuracy.py --stage students --detector fcos --variants baseline tkd
+    python benchmarks/bench_accuracy.py --tiny --dataset synthetic   # smoke test
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, add_results_dir_argument, machine, results_dir, write_result  # noqa: E402
+
+VARIANT_CONFIG = {
+    "baseline": "{det}_R_18_FPN.yaml",
+    "crd": "tkd_{det}_R_50_to_R_18_crd_only.yaml",
+    "ded": "tkd_{det}_R_50_to_R_18_ded_only.yaml",
+    "drd": "tkd_{det}_R_50_to_R_18_drd_only.yaml",
+    "tkd": "tkd_{det}_R_50_to_R_18.yaml",
+}
+TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN", "12", "DATASETS.SYNTHETIC.NUM_TEST", "6",
+        "DATASETS.SYNTHETIC.IMAGE_SIZE", "128", "SOLVER.IMS_PER_BATCH", "2",
+        "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
+
+
+def run(cmd, log_path):
+    """Run a train_net command, streaming its output to a log file; raise on failure."""
+    print("$ " + " ".join(map(str, cmd)), flush=True)
+    with open(log_path, "a") as log:
+        proc = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    if proc.returncode != 0:
+        raise SystemExit(f"failed (exit {proc.returncode}); see {log_path}")
+
+
+def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
+    """One resumable run: train (or resume), then evaluate with the plain config."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ap_file = out / "eval" / "inference" / eval_dataset(opts) / "ap_results.json"
+    if ap_file.is_file() and key in results["runs"]:
+        print(f"[{name}] done already: {ap_file}")
+        return
+    py = sys.executable
+    log = out / "log.txt"
+    if not (out / "model_final.pth").is_file():
+        resume = ["--resume"] if (out / "last_checkpoint").is_file() else []
+        t0 = time.time()
+        run([py, "train_net.py", "--config-file", train_cfg, *resume, *opts, "OUTPUT_DIR", out,
+             "TEST.EVAL_PERIOD", "0"], log)
+        (out / "train_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
+    run([py, "train_net.py", "--eval-only", "--config-file", eval_cfg, *opts,
+         "OUTPUT_DIR", out / "eval", "MODEL.WEIGHTS", out / "model_final.pth"], log)
+    bbox = json.loads(ap_file.read_text())["bbox"]
+    seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "nan"
+    results["runs"][key] = {"config": train_cfg, "output": str(out), "bbox": bbox,
+                            "train_seconds": float(seconds), "opts": [str(o) for o in opts]}
+
+
+def eval_dataset(opts):
+    return "synthetic_defects_test" if "synthetic" in " ".join(map(str, opts)) else "neu_det_test"
+
+
+def summarise(results):
+    groups = {}
+    for key, r in results["runs"].items():
+        variant = key.split("@")[0]
+        groups.setdefault(variant, []).append(r["bbox"])
+    summary = {}
+    for variant, runs in groups.items():
+        entry = {}
+        for metric in ("AP50", "AP", "AP75"):
+            vals = [b[metric] for b in runs if metric in b]
+            entry[metric] = statistics.mean(vals)
+            entry[f"{metric}_min"], entry[f"{metric}_max"] = min(vals), max(vals)
+        entry["seeds"] = len(runs)
+        summary[variant] = entry
+    results["summary"] = summary
+    return summary
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=["teacher", "students", "all"], default="all")
+    p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
+    p.add_argument("--dataset", choices=["neu_det", "synthetic"], default="neu_det")
+    p.add_argument("--variants", nargs="+", default=list(VARIANT_CONFIG), choices=list(VARIANT_CONFIG))
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
+                   help="seeds for baseline and tkd (ablations use the first)")
+    p.add_argument("--teacher-iter", type=int, default=None, help="SOLVER.MAX_ITER of the teacher")
+    p.add_argument("--student-iter", type=int, default=None, help="SOLVER.MAX_ITER of every student")
+    p.add_argument("--output-root", default=None)
+    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for every run")
+    p.add_argument("--tiny", action="store_true", help="smoke test on a tiny synthetic set")
+    p.add_argument("--name", default=None, help="results file name")
+    add_results_dir_argument(p)
+    args = p.parse_args()
+    if args.tiny:
+        args.dataset = "synthetic"
+        args.teacher_iter = args.teacher_iter or 3
+        args.student_iter = args.student_iter or 3
+        args.seeds = args.seeds[:1]
+    folder = "NEU-DET" if args.dataset == "neu_det" else "Synthetic"
+    det = args.detector
+    root = Path(args.output_root or ROOT / "output" / f"bench_{args.dataset}_{det}" / ("tiny" if args.tiny else ""))
+    name = args.name or f"accuracy_{args.dataset}_{det}" + ("_tiny" if args.tiny else "")
+    results_path = Path(results_dir(args.results_dir)) / f"{name}.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
+    results.update({"machine": machine(), "command": " ".join(["python"] + sys.argv), "dataset": args.dataset,
+                    "detector": det})
+    common = (TINY if args.tiny else []) + list(args.opts)
+    if args.dataset == "synthetic":
+        common = ["DATASETS.TRAIN", "('synthetic_defects_train',)", "DATASETS.TEST", "('synthetic_defects_test',)"] + common
+
+    teacher_cfg = f"configs/{folder}/{det}_R_50_FPN.yaml"
+    teacher_out = root / "teacher_R_50"
+    teacher_opts = common + (["SOLVER.MAX_ITER", args.teacher_iter] if args.teacher_iter else [])
+    if args.stage in ("teacher", "all"):
+        train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
+        summarise(results)
+        write_result(name, results, args.results_dir)
+    if args.stage in ("students", "all"):
+        weights = teacher_out / "model_final.pth"
+        if not weights.is_file():
+            raise SystemExit(f"teacher not trained yet ({weights}); run --stage teacher first")
+        student_plain = f"configs/{folder}/{det}_R_18_FPN.yaml"
+        for variant in args.variants:
+            seeds = args.seeds if variant in ("baseline", "tkd") else args.seeds[:1]
+            for seed in seeds:
+                opts = common + ["SEED", seed] + (["SOLVER.MAX_ITER", args.student_iter] if args.student_iter else [])
+                if variant != "baseline":
+                    opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_cfg, "MODEL.TKD.TEACHER.WEIGHTS", weights]
+                cfg = f"configs/{folder}/" + VARIANT_CONFIG[variant].format(det=det)
+                key = f"{variant}@{seed}"
+                train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
+                summarise(results)
+                write_result(name, results, args.results_dir)
+    summary = summarise(results)
+    print("| model | AP50 | AP | AP75 | seeds |\n|---|---|---|---|---|")
+    for variant, s in summary.items():
+        print(f"| {variant} | {s['AP50']:.1f} ({s['AP50_min']:.1f}-{s['AP50_max']:.1f}) | {s['AP']:.1f} | {s['AP75']:.1f} | {s['seeds']} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+#!/usr/bin/env python
+"""What does TKD cost per training iteration? (BENCHMARKS.md, "Training cost")
+
+Measures, in one process and interleaved round by round (so drift hits every variant alike):
+  student      a plain student training step (forward + backward)
+  teacher_fwd  the teacher's forward (backbone + head, no grad)
+  kd_off       the distiller with every KD weight 0: student step + teacher backbone forward
+  tkd          full TKD step;  crd / ded / drd: the distiller with only that part on
+Each variant's peak resident memory is measured in a fresh process (``--memory VARIANT``).
+
+    python benchmarks/bench_cost.py                     # RetinaNet R-50 -> R-18, 200 px, batch 8
+    python benchmarks/bench_cost.py --detector fcos --rounds 5
+    python benchmarks/bench_cost.py --tiny              # smoke test (seconds)
+    python benchmarks/bench_cost.py --tiny --results-dir /tmp/r   # (or $TKD_BENCH_RESULTS_DIR)
+"""
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (add_results_dir_argument, fake_batch, load_cfg, machine, median_time, peak_rss_mb,  # noqa: E402
+                    random_teacher_weights, run_python, write_result)
+
+PARTS = {
+    "crd": ["MODEL.TKD.CRD.CLS_WEIGHT", "MODEL.TKD.CRD.BOX_WEIGHT"],
+    "ded": ["MODEL.TKD.DED.FG_WEIGHT", "MODEL.TKD.DED.BG_WEIGHT", "MODEL.TKD.DED.SSIM_WEIGHT"],
+    "drd": ["MODEL.TKD.DRD.INSTANCE_WEIGHT", "MODEL.TKD.DRD.PIXEL_WEIGHT"],
+}
+ALL_WEIGHTS = [k for keys in PARTS.values() for k in keys]
+
+
+def _configs(detector):
+    return (f"configs/NEU-DET/{detector}_R_18_FPN.yaml", f"configs/NEU-DET/{detector}_R_50_FPN.yaml",
+            f"configs/NEU-DET/tkd_{detector}_R_50_to_R_18.yaml")
+
+
+def build_variants(args, tmp, only=None):
+    import torch
+    from detectron2.modeling import build_model
+
+    student_yaml, teacher_yaml, tkd_yaml = _configs(args.detector)
+    small = ["MODEL.FPN.OUT_CHANNELS", "64"] if args.tiny else []
+    teacher_file = tmp / "teacher.yaml"
+    weights = tmp / "random_teacher.pth"
+    if not weights.is_file():  # the memory runs reuse the parent's teacher
+        teacher_file.write_text(load_cfg(teacher_yaml, small).dump())
+        weights = random_teacher_weights(str(teacher_file), tmp)
+    common = small + ["MODEL.TKD.TEACHER.CONFIG", str(teacher_file), "MODEL.TKD.TEACHER.WEIGHTS",
+                      weights, "MODEL.TKD.WARMUP_ITERS", "0"]
+
+    def distiller(keep):
+        zero = [x for k in ALL_WEIGHTS if not any(k in PARTS[p] for p in keep) for x in (k, "0.0")]
+        return build_model(load_cfg(tkd_yaml, common + zero))
+
+    builders = {
+        "student": lambda: build_model(load_cfg(student_yaml, small)),
+        "kd_off": lambda: distiller([]),
+        "teacher_fwd": lambda: distiller([]).teacher,
+        **{part: (lambda part=part: distiller([part])) for part in PARTS},
+        "tkd": lambda: distiller(list(PARTS)),
+    }
+    variants = {name: build() for name, build in builders.items() if only in (None, name)}
+    for name, model in variants.items():
+        if name != "teacher_fwd":
+            model.train()
+    torch.manual_seed(0)
+    return variants
+
+
+def step_fn(name, model, batch):
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    if name == "teacher_fwd":
+        def run():
+            with torch.no_grad():
+                images = model.preprocess_image(batch)
+                features = model.backbone(images.tensor)
+                model.head([features[f] for f in model.head_in_features])
+        return run
+
+    def run():
+        with EventStorage():
+            losses = model(batch)
+            sum(losses.values()).backward()
+        model.zero_grad(set_to_none=True)
+    return run
+
+
+def measure(args, tmp):
+    import statistics
+
+    variants = build_variants(args, Path(tmp))
+    batch = fake_batch(args.batch, args.size, args.boxes)
+    fns = {name: step_fn(name, m, batch) for name, m in variants.items()}
+    for fn in fns.values():  # warm-up
+        fn()
+    samples = {name: [] for name in fns}
+    for r in range(args.rounds):
+        for name, fn in fns.items():
+            samples[name].append(median_time(fn, 1, warmup=0)[0])
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
+            f"{k} {v[-1]:.3f}s" for k, v in samples.items()), file=sys.stderr, flush=True)
+    sec = {name: statistics.median(v) for name, v in samples.items()}
+    base = sec["student"] + sec["teacher_fwd"]
+    return {
+        "seconds_per_iter": sec,
+        "samples": samples,
+        "tkd_over_student_plus_teacher_fwd": sec["tkd"] / base,
+        "tkd_over_student": sec["tkd"] / sec["student"],
+        "kd_off_over_student_plus_teacher_fwd": sec["kd_off"] / base,
+        "kd_share_of_tkd_step": {p: (sec[p] - sec["kd_off"]) / sec["tkd"] for p in PARTS},
+        "kd_total_share_of_tkd_step": (sec["tkd"] - sec["kd_off"]) / sec["tkd"],
+    }
+
+
+def memory_of(args, variant):
+    model = build_variants(args, Path(args.teacher_dir), only=variant)[variant]
+    before = peak_rss_mb()
+    fn = step_fn(variant, model, fake_batch(args.batch, args.size, args.boxes))
+    for _ in range(2):
+        fn()
+    return {"variant": variant, "peak_rss_mb": peak_rss_mb(), "rss_before_steps_mb": before}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
+    p.add_argument("--size", type=int, default=200, help="square input side (NEU-DET: 200)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--boxes", type=int, default=3, help="GT boxes per image")
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--tiny", action="store_true", help="smoke-test setting (seconds)")
+    p.add_argument("--memory", metavar="VARIANT", help=argparse.SUPPRESS)
+    p.add_argument("--teacher-dir", help=argparse.SUPPRESS)
+    p.add_argument("--no-memory", action="store_true", help="skip the per-variant memory runs")
+    p.add_argument("--name", default=None, help="results file name (default cost_<detector>)")
+    add_results_dir_argument(p)
+    args = p.parse_args()
+    if args.tiny:
+        args.size, args.batch, args.rounds = 64, 2, 2
+    if args.memory:
+        print(json.dumps(memory_of(args, args.memory)))
+        return
+    result = {"machine": machine(), "command": " ".join(["python"] + sys.argv),
+              "setting": {k: getattr(args, k) for k in ("detector", "size", "batch", "boxes", "rounds", "tiny")}}
+    name = args.name or f"cost_{args.detector}" + ("_tiny" if args.tiny else "")
+    with tempfile.TemporaryDirectory() as tmp:
+        result.update(measure(args, tmp))
+        write_result(name, result, args.results_dir)
+        if not args.no_memory:
+            flags = ["--detector", args.detector, "--size", str(args.size), "--batch", str(args.batch),
+                     "--boxes", str(args.boxes), "--teacher-dir", tmp] + (["--tiny"] if args.tiny else [])
+            result["peak_rss_mb"] = {}
+            for variant in result["seconds_per_iter"]:
+                mem = run_python([str(Path(__file__)), "--memory", variant, *flags])
+                result["peak_rss_mb"][variant] = mem["peak_rss_mb"]
+                write_result(name, result, args.results_dir)
+    sec = result["seconds_per_iter"]
+    print(f"| variant | s/iter | peak RSS MB |\n|---|---|---|")
+    for k, v in sec.items():
+        print(f"| {k} | {v:.3f} | {result.get('peak_rss_mb', {}).get(k, float('nan')):.0f} |")
+    print(f"TKD / (student + teacher fwd) = {result['tkd_over_student_plus_teacher_fwd']:.3f}")
+    print("KD share of a TKD step: " + ", ".join(f"{k} {v:.1%}" for k, v in result["kd_share_of_tkd_step"].items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Smoke tests of the benchmark scripts: each runs with --tiny in a subprocess, writes its JSON
+to a temporary folder (never to benchmarks/results/), and records finite positive numbers
+under the expected keys. No timing assertions."""
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+REAL_RESULTS = BENCH / "results"
+
+
+def _results_snapshot():
+    if not REAL_RESULTS.is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in REAL_RESULTS.iterdir()}
+
+
+def run_bench(script, args, results_dir, via_env=False, timeout=240):
+    """Run ``benchmarks/<script> --tiny`` with results going to ``results_dir``."""
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    env.pop("TKD_BENCH_RESULTS_DIR", None)
+    if via_env:
+        env["TKD_BENCH_RESULTS_DIR"] = str(results_dir)
+    else:
+        args = [*args, "--results-dir", str(results_dir)]
+    before = _results_snapshot()
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--tiny", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert _results_snapshot() == before, "a --tiny run touched benchmarks/results/"
+    return proc
+
+
+def load(results_dir, name):
+    path = Path(results_dir) / f"{name}.json"
+    assert path.is_file(), f"no {path}"
+    result = json.loads(path.read_text())
+    assert {"machine", "command", "setting"} <= set(result)
+    assert "--tiny" in result["command"] and result["setting"]["tiny"] is True
+    assert result["machine"]["cores"] >= 1
+    return result
+
+
+def positive(value, where):
+    assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, f"{where} = {value!r}"
+
+
+def all_positive(mapping, keys, where):
+    assert set(keys) <= set(mapping), f"{where}: missing {set(keys) - set(mapping)}"
+    for k in keys:
+        positive(mapping[k], f"{where}.{k}")
+
+
+def test_bench_cost_tiny(tmp_path):
+    proc = run_bench("bench_cost.py", ["--no-memory"], tmp_path)
+    result = load(tmp_path, "cost_retinanet_tiny")
+    variants = ["student", "teacher_fwd", "kd_off", "crd", "ded", "drd", "tkd"]
+    all_positive(result["seconds_per_iter"], variants, "seconds_per_iter")
+    all_positive(result, ["tkd_over_student_plus_teacher_fwd", "tkd_over_student"], "result")
+    assert set(result["kd_share_of_tkd_step"]) == {"crd", "ded", "drd"}
+    assert "| tkd |" in proc.stdout
+
+
+def test_bench_cost_memory_child(tmp_path):
+    # the per-variant peak-memory run (a child process of the full benchmark), on its own
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_cost.py"), "--tiny", "--memory", "student",
+                           "--teacher-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=240, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    memory = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert memory["variant"] == "student"
+    all_positive(memory, ["peak_rss_mb", "rss_before_steps_mb"], "memory")
+    assert memory["peak_rss_mb"] >= memory["rss_before_steps_mb"]
+
+
+def test_bench_feature_kd_tiny(tmp_path):
+    proc = run_bench("bench_feature_kd.py", ["--boxes", "3", "20"], tmp_path)
+    result = load(tmp_path, "feature_kd_tiny")
+    parts = ["total", "fg_bg", "ssim", "instance", "pixel"]
+    assert set(result["results"]) == {"3", "20"}
+    for boxes, r in result["results"].items():
+        where = f"results[{boxes}]"
+        all_positive(r["ms"]["ours"], parts, f"{where}.ms.ours")
+        all_positive(r["ms"]["naive"], parts, f"{where}.ms.naive")
+        all_positive(r["ms"]["ours_new_step"], ["total"], f"{where}.ms.ours_new_step")
+        all_positive(r["speedup"], parts, f"{where}.speedup")
+        all_positive(r["naive_share"], ["fg_bg", "ssim", "instance", "pixel"], f"{where}.naive_share")
+        assert r["agreement"]["all_agree"] is True
+        assert set(r["agreement"]["terms"]) == {"fg", "bg", "ssim", "instance", "pixel"}
+        for term, t in r["agreement"]["terms"].items():
+            assert t["rel_diff"] <= t["tolerance"], term
+    assert "| 20 | pixel |" in proc.stdout
+
+
+def test_bench_deploy_tiny(tmp_path):
+    # results directory from $TKD_BENCH_RESULTS_DIR this time
+    proc = run_bench("bench_deploy.py", ["--detector", "both"], tmp_path, via_env=True)
+    result = load(tmp_path, "deploy_tiny")
+    assert set(result["models"]) == {"retinanet", "fcos"}
+    for det, models in result["models"].items():
+        for role in ("student", "teacher"):
+            all_positive(models[role], ["params", "params_backbone", "params_head", "flops", "flops_backbone",
+                                        "flops_head"], f"models.{det}.{role}")
+        assert models["teacher"]["params"] > models["student"]["params"]
+        assert models["teacher"]["flops"] > models["student"]["flops"]
+        for mode in ("config", "all"):
+            for role in ("student", "teacher"):
+                speed = result["speed"][det][mode][role]
+                all_positive(speed, ["ms_per_image", "images_per_s", "timed_images"], f"speed.{det}.{mode}.{role}")
+        all_positive(result["student_vs_teacher"][det], ["params_ratio", "flops_ratio", "speedup_config",
+                                                         "speedup_all"], f"student_vs_teacher.{det}")
+    assert "teacher / student" in proc.stdout
+
+
+def test_bench_accuracy_tiny(tmp_path):
+    out = tmp_path / "runs"
+    run_bench("bench_accuracy.py", ["--variants", "baseline", "tkd", "--output-root", str(out)],
+              tmp_path, timeout=900)
+    result = json.loads((tmp_path / "accuracy_synthetic_retinanet_tiny.json").read_text())
+    assert set(result["runs"]) == {"teacher", "baseline@1", "tkd@1"}
+    for key, run in result["runs"].items():
+        # the numbers are the evaluator's own, read back from its ap_results.json
+        written = json.loads(next((Path(run["output"]) / "eval" / "inference").glob("*/ap_results.json")).read_text())
+        assert run["bbox"] == written["bbox"], key
+    assert set(result["summary"]) == {"teacher", "baseline", "tkd"}
+    # a rerun finds every stage done and trains nothing
+    proc = run_bench("bench_accuracy.py", ["--variants", "baseline", "tkd", "--output-root", str(out)],
+                     tmp_path, timeout=300)
+    assert "train_net.py --config-file" not in proc.stdout
+    assert proc.stdout.count("done already") == 3

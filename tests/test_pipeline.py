@@ -1,0 +1,294 @@
+"""tools/tkd_pipeline.py end to end at a tiny scale, and the report helpers it uses.
+
+The end-to-end run (16 train / 8 test synthetic images of 128 px, 2 iterations per
+training, batch 2) takes about two minutes on 2 CPU cores; the reruns reuse it.
+"""
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = REPO / "tools" / "tkd_pipeline.py"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Tiny scale; a score threshold of 0 gives the barely trained models boxes, hence AP
+# numbers that are not NaN; few candidates keep inference fast.
+TINY_ARGS = ["--tiny", "--max-iter", "2", "--num-images", "2", "--speed-iters", "1", "2"]
+TINY_OPTS = [
+    "--opts",
+    "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
+    "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "50",
+    "TEST.DETECTIONS_PER_IMAGE", "20",
+]
+TINY = TINY_ARGS + TINY_OPTS
+MODELS = ("teacher", "baseline", "tkd")
+
+
+def run_pipeline(out, env, *args, cwd=None):
+    cmd = [sys.executable, str(PIPELINE), "--output", str(out), *args]
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
+
+
+def explain(proc):
+    return f"exit {proc.returncode}\n--- stdout (end)\n{proc.stdout[-6000:]}\n--- stderr (end)\n{proc.stderr[-4000:]}"
+
+
+def assert_valid_png(path):
+    import cv2
+
+    path = Path(path)
+    assert path.is_file(), f"{path} missing"
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    image = cv2.imread(str(path))
+    assert image is not None and image.ndim == 3 and min(image.shape[:2]) > 10, path
+    return image
+
+
+def ap_results(out, key):
+    paths = list((out / f"eval_{key}" / "inference").glob("*/ap_results.json"))
+    assert len(paths) == 1, paths
+    with open(paths[0]) as f:
+        return json.load(f), paths[0]
+
+
+def section(report, title_start):
+    """The lines of the report section whose heading starts with ``title_start``."""
+    lines = report.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(title_start))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    return lines[start + 1:end]
+
+
+def table_rows(lines):
+    rows = {}
+    for line in lines:
+        if line.startswith("|") and not line.startswith("|---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def fmt(value):
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def mtimes(out):
+    files = [out / m / "model_final.pth" for m in MODELS]
+    files += [ap_results(out, m)[1] for m in MODELS]
+    files += sorted((out / "pictures").glob("*.png"))
+    return {str(f): f.stat().st_mtime_ns for f in files}
+
+
+# ------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp / "datasets"))
+    out = tmp / "out"
+    proc = run_pipeline(out, env, *TINY, cwd=str(tmp))
+    return {"tmp": tmp, "out": out, "env": env, "first": proc}
+
+
+def test_first_run_completes_every_stage(pipeline):
+    proc = pipeline["first"]
+    assert proc.returncode == 0, explain(proc)
+    for k in range(1, 7):
+        assert f"[stage {k}/6]" in proc.stdout
+    commands = [l for l in proc.stdout.splitlines() if l.startswith("$ ")]
+    assert sum("train_net.py --config-file" in c for c in commands) == 3, commands
+    assert sum("train_net.py --eval-only" in c for c in commands) == 3, commands
+    # the distilled checkpoint is evaluated with the plain student config
+    eval_tkd = next(c for c in commands if "--eval-only" in c and "/tkd/model_final.pth" in c)
+    assert "retinanet_R_18_FPN.yaml" in eval_tkd and "tkd_retinanet" not in eval_tkd
+    # detectron2's own training log is streamed
+    assert "Starting training from iteration 0" in proc.stdout
+    out = pipeline["out"]
+    for m in MODELS:
+        assert (out / m / "model_final.pth").is_file()
+        assert (out / "logs" / f"{m}.log").is_file()
+    assert (out / "report.md").is_file()
+
+
+def test_report_numbers_are_those_of_ap_results(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out = pipeline["out"]
+    report = (out / "report.md").read_text()
+    accuracy = table_rows(section(report, "## Accuracy"))
+    per_class = table_rows(section(report, "### Per-class AP50"))
+    labels = {m: next(k for k in accuracy if k.lower().startswith({"teacher": "teacher",
+              "baseline": "baseline", "tkd": "tkd"}[m])) for m in MODELS}
+    header = per_class.pop("class")
+    for m in MODELS:
+        data, path = ap_results(out, m)
+        bbox = data["bbox"]
+        row = accuracy[labels[m]]
+        assert row[:3] == [fmt(bbox.get(k)) for k in ("AP", "AP50", "AP75")], (m, row, bbox)
+        assert os.path.relpath(path, out) in row[3]  # links the file it read
+        column = header.index(labels[m])
+        classes = [k[len("AP50-"):] for k in bbox if k.startswith("AP50-")]
+        assert classes, bbox
+        for c in classes:
+            assert per_class[c][column] == fmt(bbox[f"AP50-{c}"]), (m, c)
+        # and verbatim, every digit
+        assert json.dumps(data, indent=2) in report
+        assert not math.isnan(bbox["AP"])  # score threshold 0: real numbers were compared
+
+
+def test_pictures_curves_and_links(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out = pipeline["out"]
+    pictures = sorted((out / "pictures").glob("*.png"))
+    assert len(pictures) == 2
+    for p in pictures:
+        image = assert_valid_png(p)
+        assert image.shape[1] > 3 * image.shape[0]  # four panels side by side
+    assert_valid_png(out / "curves.png")
+    report = (out / "report.md").read_text()
+    targets = re.findall(r"\]\(([^)]+)\)", report)
+    assert "curves.png" in targets
+    assert all(f"pictures/{p.name}" in targets for p in pictures)
+    for target in targets:
+        assert (out / target).is_file(), target
+    speed = table_rows(section(report, "## Size and CPU speed"))
+    assert any(k.startswith("teacher") for k in speed) and len(speed) == 3, speed
+
+
+def test_stage_file_records_wall_times_and_commands(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out = pipeline["out"]
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    for name in ("teacher", "baseline", "tkd", "eval_teacher", "eval_baseline", "eval_tkd",
+                 "pictures", "speed"):
+        assert stages[name]["status"] == "done", (name, stages[name])
+        assert stages[name]["seconds"] > 0
+    for name in MODELS:
+        assert "train_net.py --config-file" in stages[name]["command"]
+    result = stages["speed"]["result"]
+    assert result["teacher"]["params"] > result["student"]["params"] > 0
+    report = (out / "report.md").read_text()
+    assert "| 2 train teacher |" in report
+
+
+def test_rerun_reuses_finished_stages(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out, env = pipeline["out"], pipeline["env"]
+    before = mtimes(out)
+    report_before = (out / "report.md").stat().st_mtime_ns
+    proc = run_pipeline(out, env, *TINY, cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 0, explain(proc)
+    assert not [l for l in proc.stdout.splitlines() if l.startswith("$ ")], "a stage ran again"
+    assert proc.stdout.count("done before") >= 8
+    assert mtimes(out) == before
+    assert (out / "report.md").stat().st_mtime_ns > report_before  # the report is rewritten
+    assert "reused from an earlier run" in (out / "report.md").read_text()
+
+
+def test_redo_runs_a_stage_and_what_depends_on_it_again(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out, env = pipeline["out"], pipeline["env"]
+    before = mtimes(out)
+    proc = run_pipeline(out, env, *TINY_ARGS, "--redo", "eval_tkd", *TINY_OPTS,
+                        cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 0, explain(proc)
+    commands = [l for l in proc.stdout.splitlines() if l.startswith("$ ")]
+    assert len(commands) == 1 and "--eval-only" in commands[0] and "/tkd/" in commands[0], commands
+    after = mtimes(out)
+    _, tkd_results = ap_results(out, "tkd")
+    changed = {k for k in before if before[k] != after[k]}
+    assert changed == {str(tkd_results)}, changed
+
+
+def test_changed_settings_are_not_silently_reused(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out, env = pipeline["out"], pipeline["env"]
+    before = mtimes(out)
+    args = list(TINY_ARGS)
+    args[args.index("--max-iter") + 1] = "3"
+    proc = run_pipeline(out, env, *args, *TINY_OPTS, cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 1, explain(proc)
+    assert "--redo teacher" in proc.stderr, proc.stderr
+    assert mtimes(out) == before
+
+
+def test_failing_stage_is_named_with_its_log(pipeline):
+    out = pipeline["tmp"] / "failing"
+    # a ResNet depth that does not exist: the config loads, the teacher's training fails
+    proc = run_pipeline(out, pipeline["env"], "--tiny", "--max-iter", "1", "--opts",
+                        "MODEL.RESNETS.DEPTH", "7", cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 1, explain(proc)
+    match = re.search(r"stage 2/6 \(teacher\) failed.*Log: (\S+)", proc.stderr)
+    assert match, proc.stderr
+    log = Path(match.group(1))
+    assert log.is_file() and "MODEL.RESNETS.DEPTH 7" in log.read_text()
+    assert not (out / "baseline").exists()  # stopped at the failing stage
+    status = json.loads((out / "stages.json").read_text())["stages"]["teacher"]
+    assert status["status"] == "failed"
+
+
+def test_bad_config_key_fails_before_any_training(pipeline):
+    out = pipeline["tmp"] / "bad_key"
+    proc = run_pipeline(out, pipeline["env"], "--tiny", "--opts", "MODEL.NOT_A_KEY", "1",
+                        cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 1, explain(proc)
+    assert "stage 1/6 (data) failed" in proc.stderr and "MODEL.NOT_A_KEY" in proc.stderr
+    assert not (out / "teacher").exists()
+    assert json.loads((out / "stages.json").read_text())["stages"]["data"]["status"] == "failed"
+
+
+def test_help_explains_the_options():
+    proc = subprocess.run([sys.executable, str(PIPELINE), "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0
+    for option in ("--dataset", "--detector", "--output", "--num-images", "--max-iter",
+                   "--tiny", "--redo", "--opts"):
+        assert option in proc.stdout
+
+
+# ------------------------------------------------------------------------------ report helpers
+def test_metrics_of_a_resumed_run_keep_the_last_line_per_iteration(tmp_path):
+    from tkd_d2.report import load_metrics, split_loss_keys
+
+    path = tmp_path / "metrics.json"
+    lines = [
+        {"iteration": 19, "total_loss": 3.0, "loss_cls": 2.0, "loss_box_reg": 1.0},
+        {"iteration": 39, "total_loss": 2.0, "loss_cls": 1.5, "loss_box_reg": 0.5, "loss_ded_fg": 0.1},
+        # resumed from the checkpoint at 29: iteration 39 is logged again
+        {"iteration": 39, "total_loss": 1.9, "loss_cls": 1.4, "loss_box_reg": 0.5, "loss_ded_fg": 0.2},
+        {"iteration": 39, "bbox/AP": 12.5},
+    ]
+    path.write_text("\n".join(json.dumps(l) for l in lines) + "\n{\"iteration\": 4")  # cut line
+    records = load_metrics(str(path))
+    assert [r["iteration"] for r in records] == [19, 39]
+    assert records[1]["loss_cls"] == 1.4 and records[1]["bbox/AP"] == 12.5
+    assert split_loss_keys(records) == (["loss_cls", "loss_box_reg"], ["loss_ded_fg"])
+
+
+def test_report_shows_nan_and_missing_classes_as_na(tmp_path):
+    from tkd_d2.report import write_report
+
+    results = {}
+    for key, bbox in (("teacher", {"AP": 51.234567, "AP50": 80.0, "AP75": float("nan"),
+                                   "AP50-a": 90.0, "AP50-b": float("nan")}),
+                      ("baseline", {"AP": 40.0, "AP50": 70.0, "AP75": 30.0, "AP50-a": 60.0})):
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps({"dataset": "d", "bbox": bbox}))
+        results[key] = str(path)
+    summary = {
+        "title": "t", "dataset": "d",
+        "models": [{"key": "teacher", "label": "T", "ap_results": results["teacher"]},
+                   {"key": "baseline", "label": "B", "ap_results": results["baseline"]},
+                   {"key": "tkd", "label": "K", "ap_results": str(tmp_path / "missing.json")}],
+        "stages": [{"label": "2 train teacher", "seconds": 75.0, "status": "done"}],
+    }
+    text = write_report(str(tmp_path / "report.md"), summary)
+    rows = table_rows(section(text, "## Accuracy"))
+    assert rows["T"][:3] == ["51.23", "80.00", "n/a"]
+    assert rows["K"] == ["n/a", "n/a", "n/a", "missing"]
+    classes = table_rows(section(text, "### Per-class AP50"))
+    assert classes["a"] == ["90.00", "60.00", "n/a"] and classes["b"] == ["n/a", "n/a", "n/a"]
+    assert "| 2 train teacher | 1 min 15 s | done |" in text

@@ -1,0 +1,170 @@
+"""Reliability: a killed run resumes, checkpoints are whole or absent, same seed → same
+losses, 2-process (gloo) TKD keeps ranks in sync, bad input is refused clearly."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from helpers import ROOT, TINY, run_train_net
+
+import tkd_d2  # noqa: F401
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+from tkd_d2 import add_tkd_config
+from tkd_d2.engine import SafeCheckpointer
+import tkd_d2.engine.checkpoint as checkpoint_module
+
+STUDENT = "configs/Synthetic/retinanet_R_18_FPN.yaml"
+TKD = "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml"
+
+
+def _random_teacher(tmp_path):
+    """An (untrained) R-18 teacher saved like a real one: fast, and enough for mechanics."""
+    cfg = get_cfg()
+    add_tkd_config(cfg)
+    cfg.merge_from_file(str(ROOT / STUDENT))
+    cfg.MODEL.DEVICE = "cpu"
+    SafeCheckpointer(build_model(cfg), str(tmp_path)).save("teacher")
+    return ["MODEL.TKD.TEACHER.CONFIG", STUDENT, "MODEL.TKD.TEACHER.WEIGHTS", tmp_path / "teacher.pth"]
+
+
+def _metrics(out):
+    return [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+
+
+def test_sigkill_then_resume_completes(tmp_path):
+    teacher = _random_teacher(tmp_path)
+    out = tmp_path / "run"
+    args = ["--config-file", TKD, *TINY, *teacher, "SOLVER.MAX_ITER", "24", "SOLVER.CHECKPOINT_PERIOD", "4",
+            "MODEL.TKD.WARMUP_ITERS", "20", "OUTPUT_DIR", out]
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), PYTHONWARNINGS="ignore")
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train_net.py"), *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 600
+        # kill as soon as a second checkpoint is being/has been written: mid-run, maybe mid-save
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "model_0000007.pth").exists() or any(out.glob("model_0000007.pth.tmp*")):
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "training ended before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "model_final.pth").exists()
+    last = (out / "last_checkpoint").read_text().strip()
+    # whatever was last tagged loads completely
+    state = torch.load(out / last, weights_only=True)
+    resumed_from = state["iteration"] + 1
+
+    proc = run_train_net(["--resume", *args], tmp_path / "data")
+    log = proc.stdout + proc.stderr
+    assert f"Starting training from iteration {resumed_from}" in log
+    final = torch.load(out / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 23
+    assert max(m["iteration"] for m in _metrics(out)) == 23
+    assert not list(out.glob("*.tmp*"))
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 2)
+    ckpt = SafeCheckpointer(model, str(tmp_path))
+    ckpt.save("model_0000004")
+    real_save = torch.save
+
+    def dying_save(data, f, *a, **k):
+        real_save(data, f, *a, **k)
+        f.truncate(10)  # a torn write, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save("model_0000009")
+    monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert not (tmp_path / "model_0000009.pth").exists()
+    assert not list(tmp_path.glob("*.tmp*"))
+    assert SafeCheckpointer(torch.nn.Linear(3, 2), str(tmp_path)).resume_or_load("", resume=True) is not None
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(b"PK\x03\x04 not a whole checkpoint")
+    with pytest.raises(RuntimeError, match="broken.pth.*truncated"):
+        SafeCheckpointer(torch.nn.Linear(3, 2))._load_file(str(path))
+
+
+def test_pickled_code_is_not_executed(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {}, "x": Evil()}, path)
+    with pytest.raises(RuntimeError, match="weights-only"):
+        SafeCheckpointer(torch.nn.Linear(3, 2))._load_file(str(path))
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_same_seed_same_losses(tmp_path):
+    teacher = _random_teacher(tmp_path)
+    losses = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        run_train_net(["--config-file", TKD, *TINY, *teacher, "SOLVER.MAX_ITER", "5", "SEED", "7",
+                       "MODEL.TKD.WARMUP_ITERS", "0", "OUTPUT_DIR", out], tmp_path / "data")
+        losses.append({k: v for k, v in _metrics(out)[-1].items() if k.startswith("loss_")})
+    assert losses[0] == losses[1]
+    assert "loss_drd_pixel" in losses[0]
+
+
+def test_two_process_tkd_keeps_ranks_in_sync(tmp_path):
+    teacher = _random_teacher(tmp_path)
+    out = tmp_path / "ddp"
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), PYTHONWARNINGS="ignore")
+    opts = [*TINY, "SOLVER.MAX_ITER", "3", teacher[1], teacher[3]]
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/distributed_check.py"), str(out), STUDENT,
+                           str(teacher[3]), *map(str, TINY), "SOLVER.MAX_ITER", "3"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    del opts
+    r0 = torch.load(out / "rank0.pth", weights_only=True)
+    r1 = torch.load(out / "rank1.pth", weights_only=True)
+    assert r0["wrapper"] == r1["wrapper"] == "DistributedDataParallel"
+    assert not r0["teacher_wrapped"] and r0["teacher_in_ddp_params"] == 0
+    assert r0["params"].keys() == r1["params"].keys()
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), k
+    # training moved the weights (the comparison is not between two untouched copies)
+    init = build_model(_student_cfg()).state_dict()
+    assert any(not torch.equal(init[k.replace("student.", "", 1)], v) for k, v in r0["params"].items()
+               if k.startswith("student.") and k.replace("student.", "", 1) in init)
+
+
+def _student_cfg():
+    cfg = get_cfg()
+    add_tkd_config(cfg)
+    cfg.merge_from_file(str(ROOT / STUDENT))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    (["MODEL.TKD.DED.FG_WIEGHT", "1"], "MODEL.TKD.DED.FG_WIEGHT .*does not exist.*Did you mean MODEL.TKD.DED.FG_WEIGHT"),
+    (["DATASETS.TRAIN", "('no_such_set',)"], "no_such_set.*not registered"),
+])
+def test_bad_config_is_refused_clearly(tmp_path, override, message):
+    proc = run_train_net(["--config-file", STUDENT, *TINY, "OUTPUT_DIR", tmp_path / "o", *override],
+                         tmp_path / "data", check=False)
+    assert proc.returncode != 0
+    import re
+
+    assert re.search(message, proc.stderr, re.S), proc.stderr[-2000:]

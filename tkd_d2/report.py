@@ -1,0 +1,335 @@
+"""Measured comparisons of teacher / baseline / TKD student, written as Markdown + PNG.
+
+Everything in the report is read from files the runs wrote or measured by this module:
+
+* accuracy: the evaluator's ``ap_results.json`` (see :mod:`tkd_d2.evaluation.coco`), shown
+  rounded to 2 decimals in the tables and verbatim in a "raw numbers" section;
+* training curves: detectron2's ``metrics.json`` (one JSON object per line);
+* size and speed: :func:`count_parameters` and :func:`measure_cpu_speed` (batch 1, warm-up,
+  then timed iterations on real test images);
+* wall times: what the pipeline measured and stored in its stage status file.
+"""
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+
+__all__ = [
+    "KD_PREFIXES",
+    "count_parameters",
+    "fmt_number",
+    "load_ap_results",
+    "load_metrics",
+    "measure_cpu_speed",
+    "plot_training_curves",
+    "split_loss_keys",
+    "write_report",
+]
+
+# Loss names of the three distillers (tkd_d2.modeling.distiller); any other "loss_*" key
+# in metrics.json is a detection loss of the detector being trained.
+KD_PREFIXES = ("loss_crd_", "loss_ded_", "loss_drd_")
+
+
+# ------------------------------------------------------------------------------ reading
+def load_ap_results(path):
+    """``{"dataset": name, "bbox": {"AP": ..., "AP50-<class>": ...}}`` as written by the
+    project's evaluator. Raises ``FileNotFoundError`` / ``ValueError`` with the path."""
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("bbox"), dict):
+        raise ValueError(f"{path} has no 'bbox' results (expected the evaluator's ap_results.json)")
+    return data
+
+
+def load_metrics(path):
+    """The records of a detectron2 ``metrics.json``, one per iteration, sorted.
+
+    A resumed run re-logs iterations after its last checkpoint: the later line wins. Lines
+    of the same iteration (training scalars and evaluation results) are merged.
+    """
+    by_iter = OrderedDict()
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interrupted run
+            if "iteration" not in record:
+                continue
+            by_iter.setdefault(int(record["iteration"]), {}).update(record)
+    return [by_iter[k] for k in sorted(by_iter)]
+
+
+def split_loss_keys(records):
+    """(detection loss keys, KD loss keys) present in ``records``, in a stable order."""
+    keys = []
+    for r in records:
+        for k in r:
+            if k.startswith("loss_") and k not in keys:
+                keys.append(k)
+    kd = [k for k in keys if k.startswith(KD_PREFIXES)]
+    det = [k for k in keys if k not in kd]
+    return det, kd
+
+
+# ------------------------------------------------------------------------------ plotting
+def plot_training_curves(runs, out_png, kd_run=None):
+    """Plot the detection loss (sum of the detector's own ``loss_*`` terms) of every run and
+    each KD term of ``kd_run`` against the iteration; save a PNG. ``runs``: label → path of
+    metrics.json (missing files are skipped). Returns the keys plotted per run."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib import pyplot as plt
+
+    fig, (ax_det, ax_kd) = plt.subplots(1, 2, figsize=(12, 4.5))
+    plotted = {}
+    kd_records = []
+    for label, path in runs.items():
+        records = load_metrics(path)
+        det_keys, kd_keys = split_loss_keys(records)
+        plotted[label] = {"detection": det_keys, "kd": kd_keys}
+        points = [
+            (r["iteration"], sum(r[k] for k in det_keys))
+            for r in records
+            if det_keys and all(k in r for k in det_keys)
+        ]
+        if points:
+            x, y = zip(*points)
+            ax_det.plot(x, y, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+        if label == kd_run:
+            kd_records = records
+            for key in kd_keys:
+                pts = [(r["iteration"], r[key]) for r in records if key in r]
+                if pts:
+                    x, y = zip(*pts)
+                    ax_kd.plot(x, y, marker="o" if len(pts) < 30 else None, markersize=3,
+                               label=key)
+    ax_det.set_title("detection loss (sum of the detector's loss terms)")
+    ax_det.set_xlabel("iteration")
+    ax_det.set_ylabel("loss")
+    ax_det.grid(alpha=0.3)
+    if ax_det.lines:
+        ax_det.legend()
+    else:
+        ax_det.text(0.5, 0.5, "no training metrics found", ha="center", va="center",
+                    transform=ax_det.transAxes)
+    ax_kd.set_title(f"KD terms ({kd_run})" if kd_run else "KD terms")
+    ax_kd.set_xlabel("iteration")
+    ax_kd.set_ylabel("weighted loss")
+    ax_kd.grid(alpha=0.3)
+    if ax_kd.lines:
+        ax_kd.legend(fontsize=8)
+        positive = [v for line in ax_kd.lines for v in line.get_ydata() if v > 0]
+        if positive and max(positive) / min(positive) > 100:
+            ax_kd.set_yscale("log")  # the terms differ by orders of magnitude
+    else:
+        msg = "no KD terms in metrics.json" if kd_records or kd_run else "no KD run"
+        ax_kd.text(0.5, 0.5, msg, ha="center", va="center", transform=ax_kd.transAxes)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+    return plotted
+
+
+# ------------------------------------------------------------------------------ measuring
+def count_parameters(model):
+    """Number of parameters of ``model`` (all of them, trainable or not)."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def measure_cpu_speed(model, inputs, warmup=3, iters=10):
+    """Images per second of ``model`` at batch 1 on ``inputs`` (a list of model input dicts,
+    cycled): ``warmup`` untimed iterations, then ``iters`` timed ones (wall clock of the
+    whole forward, post-processing included). The rate is taken from the median iteration,
+    which other processes competing for the CPU disturb less than the mean; the mean is
+    kept too. Returns a dict with the numbers and the settings."""
+    import statistics
+
+    import torch
+
+    if not inputs:
+        raise ValueError("measure_cpu_speed needs at least one input")
+    if iters < 1:
+        raise ValueError("iters must be >= 1")
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(warmup):
+            model([inputs[i % len(inputs)]])
+        for i in range(iters):
+            start = time.perf_counter()
+            model([inputs[i % len(inputs)]])
+            times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return {
+        "images_per_second": 1.0 / median,
+        "ms_per_image": 1000.0 * median,
+        "mean_ms_per_image": 1000.0 * sum(times) / len(times),
+        "warmup": int(warmup),
+        "iters": int(iters),
+        "threads": torch.get_num_threads(),
+        "input_sizes": sorted({tuple(x["image"].shape[-2:]) for x in inputs}),
+    }
+
+
+# ------------------------------------------------------------------------------ writing
+def fmt_number(value, digits=2):
+    """``value`` rounded for a table; NaN / missing → ``n/a``."""
+    if value is None:
+        return "n/a"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def fmt_seconds(seconds):
+    if seconds is None:
+        return "n/a"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {sec:02d} s"
+
+
+def _rel(path, start):
+    return os.path.relpath(path, start).replace(os.sep, "/")
+
+
+def _md_table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_report(path, summary):
+    """Write the Markdown report ``path`` from ``summary`` (built by tools/tkd_pipeline.py):
+
+    * ``title``, ``intro`` (lines), ``dataset`` (test set name)
+    * ``models``: [{"key", "label", "ap_results": path or None}] in display order
+    * ``speed``: {"rows": [{"label", "params", "images_per_second", "ms_per_image"}],
+      "note"} or None
+    * ``stages``: [{"label", "seconds", "status", "note"}]
+    * ``curves``: PNG path or None; ``pictures``: [PNG paths]
+    * ``commands``: [(label, command string)]
+    """
+    out_dir = os.path.dirname(os.path.abspath(path))
+    models = summary["models"]
+    results = {}
+    for m in models:
+        if m.get("ap_results") and os.path.isfile(m["ap_results"]):
+            results[m["key"]] = load_ap_results(m["ap_results"])
+    lines = [f"# {summary['title']}", ""]
+    lines += list(summary.get("intro", [])) + [""]
+
+    # ---- accuracy
+    lines += [f"## Accuracy on `{summary.get('dataset', '?')}` (COCO bbox AP, %)", ""]
+    rows = []
+    for m in models:
+        bbox = results.get(m["key"], {}).get("bbox", {})
+        link = f"[ap_results.json]({_rel(m['ap_results'], out_dir)})" if m["key"] in results else "missing"
+        rows.append([m["label"]] + [fmt_number(bbox.get(k)) for k in ("AP", "AP50", "AP75")] + [link])
+    lines += [_md_table(["model", "AP", "AP50", "AP75", "source"], rows), ""]
+    if "baseline" in results and "tkd" in results:
+        base, tkd = results["baseline"]["bbox"], results["tkd"]["bbox"]
+        deltas = []
+        for k in ("AP", "AP50", "AP75"):
+            a, b = base.get(k), tkd.get(k)
+            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not (
+                math.isnan(a) or math.isnan(b)
+            ):
+                deltas.append(f"{k} {b - a:+.2f}")
+        if deltas:
+            lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
+    classes = []
+    for m in models:
+        for k in results.get(m["key"], {}).get("bbox", {}):
+            if k.startswith("AP50-") and k[len("AP50-"):] not in classes:
+                classes.append(k[len("AP50-"):])
+    if classes:
+        lines += ["### Per-class AP50 (%)", ""]
+        rows = [
+            [c] + [fmt_number(results.get(m["key"], {}).get("bbox", {}).get(f"AP50-{c}")) for m in models]
+            for c in classes
+        ]
+        lines += [_md_table(["class"] + [m["label"] for m in models], rows), ""]
+        lines += ["n/a: the class has no ground truth in the test set, or no result.", ""]
+
+    # ---- size and speed
+    speed = summary.get("speed")
+    lines += ["## Size and CPU speed", ""]
+    if speed and speed.get("rows"):
+        rows = [
+            [r["label"], f"{r['params'] / 1e6:.2f} M", fmt_number(r["images_per_second"]),
+             fmt_number(r["ms_per_image"], 1)]
+            for r in speed["rows"]
+        ]
+        lines += [_md_table(["model", "parameters", "images/s", "ms/image"], rows), ""]
+        if speed.get("note"):
+            lines += [speed["note"], ""]
+    else:
+        lines += ["Not measured.", ""]
+
+    # ---- time
+    lines += ["## Wall time of each stage", ""]
+    rows = [[s["label"], fmt_seconds(s.get("seconds")), s.get("status", ""), s.get("note", "")]
+            for s in summary.get("stages", [])]
+    lines += [_md_table(["stage", "wall time", "status", "note"], rows), ""]
+
+    # ---- curves
+    lines += ["## Training curves", ""]
+    curves = summary.get("curves")
+    if curves and os.path.isfile(curves):
+        lines += [f"![training curves]({_rel(curves, out_dir)})", "",
+                  "Left: detection loss (sum of the detector's own loss terms) of each run; "
+                  "right: each weighted KD term of the TKD run (from metrics.json).", ""]
+    else:
+        lines += ["No curves (metrics.json missing).", ""]
+
+    # ---- pictures
+    lines += ["## Predictions on test images", ""]
+    pictures = summary.get("pictures") or []
+    if pictures:
+        lines += [summary.get("pictures_note", ""), ""]
+        lines += [f"- [{os.path.basename(p)}]({_rel(p, out_dir)})" for p in pictures] + [""]
+        lines += [f"![{os.path.basename(pictures[0])}]({_rel(pictures[0], out_dir)})", ""]
+    else:
+        lines += ["No pictures.", ""]
+
+    # ---- commands and raw numbers
+    if summary.get("commands"):
+        lines += ["## Commands", "", "```"]
+        for label, command in summary["commands"]:
+            lines += [f"# {label}", command]
+        lines += ["```", ""]
+    if results:
+        lines += ["## Raw numbers", "",
+                  "The evaluator's `ap_results.json` of each model, verbatim (the tables above "
+                  "round these to 2 decimals).", ""]
+        for m in models:
+            if m["key"] in results:
+                lines += [f"### {m['label']}", "", "```json",
+                          json.dumps(results[m["key"]], indent=2), "```", ""]
+    text = "\n".join(lines).rstrip() + "\n"
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return text
