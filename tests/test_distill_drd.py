@@ -11,16 +11,7 @@ from tkd_d2.distill.drd import enhanced_map
 from tkd_d2.distill.graph import graph_reasoning
 
 drd_module = importlib.import_module("tkd_d2.distill.drd")
-STRIDES = (8, 16)
-
-
-def features(seed=0, n=2, c=8, sizes=((12, 12), (6, 6))):
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(n, c, h, w, generator=g) for h, w in sizes]
-
-
-def boxes():
-    return [torch.tensor([[4.0, 8.0, 40.0, 30.0], [50.0, 50.0, 90.0, 95.0]]), torch.tensor([[10.0, 10.0, 20.0, 60.0]])]
+from distill_data import STRIDES, boxes, features  # noqa: E402
 
 
 def loss_module(mode="per_step"):

@@ -23,6 +23,7 @@ installed detectron2 (or its dependency) does not need it, and none edits instal
 import importlib.util
 import sys
 import types
+import warnings
 
 __all__ = ["apply", "MissingCExtensionError", "HAS_C_EXTENSION", "applied_shims"]
 
@@ -152,11 +153,18 @@ def _shim_cpu_ddp():
 _APPLIED = False
 
 
+def _quiet_library_warnings():
+    # Deprecation chatter from inside detectron2/fvcore on today's torch; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
+
+
 def apply():
     """Install every shim the current environment needs (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
+    _quiet_library_warnings()
     _shim_pillow()
     _shim_pkg_resources()
     _shim_c_extension()

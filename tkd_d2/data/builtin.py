@@ -27,7 +27,7 @@ from detectron2.data import DatasetCatalog
 
 from .coco import register_coco
 from .errors import DatasetFormatError, DatasetNotRegisteredError
-from .synthetic import register_synthetic_defects
+from .synthetic import SYNTHETIC_CLASSES, register_synthetic_defects
 from .voc import (
     REGISTERED_BY_TKD,
     check_bad_box_policy,
@@ -46,14 +46,8 @@ __all__ = [
     "assert_datasets_registered",
 ]
 
-NEU_DET_CLASSES = (
-    "crazing",
-    "inclusion",
-    "patches",
-    "pitted_surface",
-    "rolled-in_scale",
-    "scratches",
-)
+# The synthetic set draws exactly the six NEU-DET defect kinds, in the same order.
+NEU_DET_CLASSES = SYNTHETIC_CLASSES
 GC10_DET_CLASSES = (
     "1_chongkong",
     "2_hanfeng",

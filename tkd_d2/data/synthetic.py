@@ -43,6 +43,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# The six NEU-DET defect kinds (NEU_DET_CLASSES in builtin.py is this tuple).
 SYNTHETIC_CLASSES = (
     "crazing",
     "inclusion",
