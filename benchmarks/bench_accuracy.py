@@ -31,6 +31,12 @@ VARIANT_CONFIG = {
     "drd": "tkd_{det}_R_50_to_R_18_drd_only.yaml",
     "tkd": "tkd_{det}_R_50_to_R_18.yaml",
 }
+# The CPU budget of BENCHMARKS.md: NEU-DET at 128 px, FPN/head width 128, batch 8; the
+# teacher (one command) trains 3000 iterations, every student (another command) 1500.
+CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "INPUT.MIN_SIZE_TEST", "128",
+              "INPUT.MAX_SIZE_TEST", "213", "MODEL.FPN.OUT_CHANNELS", "128", "SOLVER.IMS_PER_BATCH", "8",
+              "SOLVER.CHECKPOINT_PERIOD", "250", "SOLVER.WARMUP_ITERS", "100", "MODEL.TKD.WARMUP_ITERS", "100"]
+CPU_PRESET_ITERS = (3000, 1500)
 TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN", "12", "DATASETS.SYNTHETIC.NUM_TEST", "6",
         "DATASETS.SYNTHETIC.IMAGE_SIZE", "128", "SOLVER.IMS_PER_BATCH", "2",
         "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
@@ -70,6 +76,13 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
                             "train_seconds": float(seconds), "opts": [str(o) for o in opts]}
 
 
+def schedule(max_iter):
+    """MAX_ITER with the LR steps at 80% and 93% of it."""
+    if not max_iter:
+        return []
+    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", f"({int(max_iter * 0.8)}, {int(max_iter * 0.93)})"]
+
+
 def eval_dataset(opts):
     return "synthetic_defects_test" if "synthetic" in " ".join(map(str, opts)) else "neu_det_test"
 
@@ -102,13 +115,22 @@ def main():
                    help="seeds for baseline and tkd (ablations use the first)")
     p.add_argument("--teacher-iter", type=int, default=None, help="SOLVER.MAX_ITER of the teacher")
     p.add_argument("--student-iter", type=int, default=None, help="SOLVER.MAX_ITER of every student")
-    p.add_argument("--output-root", default=None)
+    p.add_argument("--output-root", default=None,
+                   help="where runs go (default output/bench_<dataset>_<detector>); put it outside the "
+                        "work tree to keep checkpoints across sessions")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for every run")
+    p.add_argument("--preset", choices=["cpu", "none"], default="cpu",
+                   help="cpu: the 2-core budget of BENCHMARKS.md (128 px, width 128, 3000/1500 iters); "
+                        "none: the configs as they are")
     p.add_argument("--tiny", action="store_true", help="smoke test on a tiny synthetic set")
     p.add_argument("--name", default=None, help="results file name")
     add_results_dir_argument(p)
     args = p.parse_args()
+    if args.preset == "cpu" and not args.tiny:
+        args.teacher_iter = args.teacher_iter or CPU_PRESET_ITERS[0]
+        args.student_iter = args.student_iter or CPU_PRESET_ITERS[1]
     if args.tiny:
+        args.preset = "none"
         args.dataset = "synthetic"
         args.teacher_iter = args.teacher_iter or 3
         args.student_iter = args.student_iter or 3
@@ -121,13 +143,13 @@ def main():
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
     results.update({"machine": machine(), "command": " ".join(["python"] + sys.argv), "dataset": args.dataset,
                     "detector": det})
-    common = (TINY if args.tiny else []) + list(args.opts)
+    common = (TINY if args.tiny else []) + (CPU_PRESET if args.preset == "cpu" else []) + list(args.opts)
     if args.dataset == "synthetic":
         common = ["DATASETS.TRAIN", "('synthetic_defects_train',)", "DATASETS.TEST", "('synthetic_defects_test',)"] + common
 
     teacher_cfg = f"configs/{folder}/{det}_R_50_FPN.yaml"
     teacher_out = root / "teacher_R_50"
-    teacher_opts = common + (["SOLVER.MAX_ITER", args.teacher_iter] if args.teacher_iter else [])
+    teacher_opts = common + schedule(args.teacher_iter)
     if args.stage in ("teacher", "all"):
         train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
         summarise(results)
@@ -140,7 +162,7 @@ def main():
         for variant in args.variants:
             seeds = args.seeds if variant in ("baseline", "tkd") else args.seeds[:1]
             for seed in seeds:
-                opts = common + ["SEED", seed] + (["SOLVER.MAX_ITER", args.student_iter] if args.student_iter else [])
+                opts = common + ["SEED", seed] + schedule(args.student_iter)
                 if variant != "baseline":
                     opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_cfg, "MODEL.TKD.TEACHER.WEIGHTS", weights]
                 cfg = f"configs/{folder}/" + VARIANT_CONFIG[variant].format(det=det)

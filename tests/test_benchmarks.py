@@ -132,3 +132,11 @@ def test_bench_accuracy_tiny(tmp_path):
                      tmp_path, timeout=300)
     assert "train_net.py --config-file" not in proc.stdout
     assert proc.stdout.count("done already") == 3
+
+
+def test_bench_memory_tiny(tmp_path):
+    run_bench("bench_memory.py", [], tmp_path)
+    result = load(tmp_path, "memory_tiny")
+    all_positive(result, ["rss_after_warmup_mb", "rss_end_mb", "rss_max_after_warmup_mb"], "memory")
+    assert len(result["samples"]) >= 3
+    assert math.isfinite(result["slope_mb_per_100_steps"])

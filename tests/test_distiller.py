@@ -241,3 +241,23 @@ def test_inference_is_the_students(tmp_path):
         a = model(copy.deepcopy(batch))
         b = model.student(copy.deepcopy(batch))
     assert torch.equal(a[0]["instances"].scores, b[0]["instances"].scores)
+
+
+def test_student_narrower_than_teacher_gets_align_convs(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, ["MODEL.FPN.OUT_CHANNELS", 64])
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, ["MODEL.FPN.OUT_CHANNELS", 32]))
+    assert model.distill_feature_align.in_channels == 32 and model.distill_feature_align.out_channels == 64
+    assert model.distill_cls_align is not None
+    model.train()
+    with EventStorage():
+        losses = model(_batch())
+    sum(v for k, v in losses.items() if k in KD_TERMS).backward()
+    assert model.distill_feature_align.weight.grad.abs().sum() > 0
+    assert model.distill_cls_align.weight.grad.abs().sum() > 0
+    # saved with the student side of the checkpoint; the plain student ignores them
+    assert any(k.startswith("distill_feature_align") for k in model.state_dict())
+    plain = build_model(_cfg(yaml, ["MODEL.FPN.OUT_CHANNELS", 32]))
+    incompatible = plain.load_state_dict(model.state_dict(), strict=False)
+    assert not incompatible.missing_keys
+    assert incompatible.unexpected_keys and all(k.startswith("distill_") for k in incompatible.unexpected_keys)
