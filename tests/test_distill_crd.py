@@ -111,3 +111,13 @@ def test_align_to_teacher_statistics():
     aligned = align_to_teacher_statistics(s, t)
     torch.testing.assert_close(aligned.mean(dim=(0, 2, 3)), t.mean(dim=(0, 2, 3)), atol=1e-5, rtol=0)
     torch.testing.assert_close(aligned.std(dim=(0, 2, 3)), t.std(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
+
+
+def test_align_to_teacher_statistics_single_location_is_finite():
+    # a 1x1 level (P7 of a small image) with one image per process
+    s = torch.randn(1, 3, 1, 1, requires_grad=True)
+    t = torch.randn(1, 3, 1, 1)
+    aligned = align_to_teacher_statistics(s, t)
+    assert torch.isfinite(aligned).all()
+    aligned.sum().backward()
+    assert torch.isfinite(s.grad).all()

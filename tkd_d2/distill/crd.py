@@ -127,13 +127,15 @@ def crd_centerness_loss(student_ctr_logits: Tensor, teacher_ctr_logits: Tensor,
 def align_to_teacher_statistics(student_feat: Tensor, teacher_feat: Tensor, eps: float = 1e-6) -> Tensor:
     """Re-normalise (N, C, H, W) student head features to the teacher's per-channel mean / std.
 
-    Statistics over (N, H, W) with the unbiased std, as the reference's ``align_scale``; the
-    teacher's statistics are constants.
+    Statistics over (N, H, W), as the reference's ``align_scale``, but with the population
+    std: the reference's unbiased std is NaN when a level has a single location (a 1x1 P7
+    with one image per process), which would poison the whole loss. The teacher's
+    statistics are constants.
     """
     dims = (0, 2, 3)
     s_mean = student_feat.mean(dim=dims, keepdim=True)
-    s_std = student_feat.std(dim=dims, keepdim=True)
+    s_std = student_feat.std(dim=dims, keepdim=True, correction=0)
     teacher_feat = teacher_feat.detach()
     t_mean = teacher_feat.mean(dim=dims, keepdim=True)
-    t_std = teacher_feat.std(dim=dims, keepdim=True)
+    t_std = teacher_feat.std(dim=dims, keepdim=True, correction=0)
     return (student_feat - s_mean) / (s_std + eps) * t_std + t_mean

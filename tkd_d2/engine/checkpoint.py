@@ -47,6 +47,15 @@ class SafeCheckpointer(DetectionCheckpointer):
     def __init__(self, model, save_dir="", *, thing_classes=None, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         self.thing_classes = list(thing_classes) if thing_classes else None
+        if save_dir and self.save_to_disk:
+            self._remove_partial_saves()
+
+    def _remove_partial_saves(self):
+        """Delete what a run killed during a save left behind (never a complete checkpoint)."""
+        for name in os.listdir(self.save_dir) if os.path.isdir(self.save_dir) else []:
+            if ".pth.tmp." in name or name.startswith("last_checkpoint.tmp."):
+                os.remove(os.path.join(self.save_dir, name))
+                self.logger.info("Removed %s, left by a run killed while saving", name)
 
     def save(self, name, **kwargs):
         if not self.save_dir or not self.save_to_disk:

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["HeadOutputs", "TowerBlocks", "split_tower", "run_head", "reuse_teacher_head",
-           "renormalize_to"]
+from ..distill.crd import align_to_teacher_statistics
+
+__all__ = ["HeadOutputs", "TowerBlocks", "split_tower", "run_head", "reuse_teacher_head"]
 
 
 class TowerBlocks(NamedTuple):
@@ -67,17 +68,6 @@ def run_head(head, cls_blocks, box_blocks, features, tap_index) -> HeadOutputs:
     return HeadOutputs(predictions, cls_taps, box_taps)
 
 
-def renormalize_to(student, teacher, eps=1e-6):
-    """Student features standardised per channel (over N, H, W) and given the teacher's
-    per-channel mean and std."""
-    dims = (0, 2, 3)
-    s_mean = student.mean(dims, keepdim=True)
-    s_std = student.std(dims, keepdim=True)
-    t_mean = teacher.mean(dims, keepdim=True)
-    t_std = teacher.std(dims, keepdim=True)
-    return (student - s_mean) / (s_std + eps) * t_std + t_mean
-
-
 def reuse_teacher_head(teacher_head, cls_blocks, box_blocks, student_taps: HeadOutputs,
                        teacher_taps: HeadOutputs, tap_index, cls_align=None, box_align=None):
     """The student's tapped features through the rest of the teacher's head (CRD).
@@ -91,7 +81,8 @@ def reuse_teacher_head(teacher_head, cls_blocks, box_blocks, student_taps: HeadO
                                          teacher_taps.cls_taps, teacher_taps.box_taps):
         if cls_align is not None:
             s_cls, s_box = cls_align(s_cls), box_align(s_box)
-        x_cls, x_box = renormalize_to(s_cls, t_cls), renormalize_to(s_box, t_box)
+        x_cls = align_to_teacher_statistics(s_cls, t_cls)
+        x_box = align_to_teacher_statistics(s_box, t_box)
         if tap_index > 0:  # the tap is pre-activation; the teacher's next conv expects post
             x_cls, x_box = F.relu(x_cls), F.relu(x_box)
         x_cls, _ = _run_tower(cls_blocks, x_cls, -1, start=tap_index)
