@@ -121,9 +121,11 @@ def main():
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     p.add_argument("--tiny", action="store_true", help="smoke-test setting (seconds)")
     p.add_argument("--name", default=None, help="results file name (default deploy[_tiny])")
+    p.add_argument("--width", type=int, default=None,
+                   help="MODEL.FPN.OUT_CHANNELS of both models (FPN and head width; default: the configs' 256)")
     add_results_dir_argument(p)
     args = p.parse_args()
-    opts = []
+    opts = ["MODEL.FPN.OUT_CHANNELS", str(args.width)] if args.width else []
     if args.tiny:
         args.size, args.warmup, args.rounds, args.images = 64, 1, 2, 2
         args.threads = args.threads or 1  # smoke test on a shared machine: no thread oversubscription

@@ -73,6 +73,7 @@ def main():
             losses = model(batches[step % len(batches)])
             optimizer.zero_grad()
             sum(losses.values()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)  # as the configs' CLIP_GRADIENTS
             optimizer.step()
             if step % args.every == 0 or step == args.steps - 1:
                 samples.append((step, rss_mb()))
