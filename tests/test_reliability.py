@@ -176,3 +176,28 @@ def test_leftovers_of_a_killed_save_are_removed_on_restart(tmp_path):
     (tmp_path / "model_0000009.pth.tmp.4242").write_bytes(b"half a checkpoint")
     SafeCheckpointer(torch.nn.Linear(3, 2), str(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000004.pth"]
+
+
+def test_empty_dataset_is_refused_clearly(tmp_path):
+    import cv2
+    import numpy as np
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "xml").mkdir()
+    # a VOC folder without annotations: the loader names the folder
+    entry = f"empty_voc:voc:{tmp_path / 'images'}:{tmp_path / 'xml'}"
+    common = ["--config-file", STUDENT, *TINY, "OUTPUT_DIR", tmp_path / "o", "DATASETS.TEST", "()",
+              "DATASETS.CUSTOM.CLASSES", "['dent']", "MODEL.RETINANET.NUM_CLASSES", "1"]
+    proc = run_train_net([*common, "DATASETS.CUSTOM.ENTRIES", f"['{entry}']", "DATASETS.TRAIN", "('empty_voc',)"],
+                         tmp_path / "data", check=False)
+    assert proc.returncode != 0 and "holds no .xml files" in proc.stderr, proc.stderr[-2000:]
+    # a COCO file whose only image has no boxes: nothing left to train on
+    cv2.imwrite(str(tmp_path / "images" / "a.jpg"), np.zeros((32, 32, 3), np.uint8))
+    (tmp_path / "empty.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 32, "width": 32}], "annotations": [],
+        "categories": [{"id": 1, "name": "dent"}]}))
+    entry = f"empty_coco:coco:{tmp_path / 'images'}:{tmp_path / 'empty.json'}"
+    proc = run_train_net([*common, "DATASETS.CUSTOM.ENTRIES", f"['{entry}']", "DATASETS.TRAIN", "('empty_coco',)"],
+                         tmp_path / "data", check=False)
+    assert proc.returncode != 0
+    assert "empty_coco" in proc.stderr and "has no images with boxes" in proc.stderr, proc.stderr[-2000:]

@@ -7,6 +7,7 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader, build_
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
+from ..data.errors import DatasetFormatError
 from ..data.mapper import TKDDatasetMapper
 from ..evaluation import DefectCOCOEvaluator
 from .checkpoint import SafeCheckpointer
@@ -51,7 +52,17 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True))
+        try:
+            return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True))
+        except AssertionError as e:  # detectron2 asserts on empty datasets; say what to do
+            if "is empty" in str(e) or "No valid data" in str(e):
+                raise DatasetFormatError(
+                    f"{e} ({', '.join(cfg.DATASETS.TRAIN)}): the training set has no images with "
+                    "boxes. Check the dataset's image and annotation folders (or split file); "
+                    "images without boxes are skipped while DATALOADER.FILTER_EMPTY_ANNOTATIONS "
+                    "is True."
+                ) from None
+            raise
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
