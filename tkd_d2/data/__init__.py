@@ -12,6 +12,7 @@ from .builtin import (
     parse_custom_entry,
     register_all,
     register_from_cfg,
+    train_thing_classes,
 )
 from .coco import load_coco_instances, register_coco
 from .errors import DatasetFormatError, DatasetNotRegisteredError, ImageReadError
@@ -44,6 +45,7 @@ __all__ = [
     "register_synthetic_defects",
     "register_voc",
     "synthetic_cache_dir",
+    "train_thing_classes",
     "write_voc_annotation",
 ]
 

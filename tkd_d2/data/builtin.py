@@ -23,7 +23,7 @@ Registration is lazy: nothing is read until ``DatasetCatalog.get``.
 """
 import os
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .coco import register_coco
 from .errors import DatasetFormatError, DatasetNotRegisteredError
@@ -44,6 +44,7 @@ __all__ = [
     "register_from_cfg",
     "parse_custom_entry",
     "assert_datasets_registered",
+    "train_thing_classes",
 ]
 
 # The synthetic set draws exactly the six NEU-DET defect kinds, in the same order.
@@ -217,6 +218,13 @@ def register_from_cfg(cfg, root=None):
             bad_box_policy=policy,
         )
     return names
+
+
+def train_thing_classes(cfg):
+    """Class names of ``cfg``'s first training set (what a checkpoint's outputs mean), or None."""
+    if not cfg.DATASETS.TRAIN or cfg.DATASETS.TRAIN[0] not in DatasetCatalog.list():
+        return None
+    return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None) or []) or None
 
 
 def assert_datasets_registered(names):

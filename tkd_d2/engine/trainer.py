@@ -3,10 +3,11 @@ checkpointing and the TKD hooks."""
 import logging
 import os
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
+from ..data import train_thing_classes
 from ..data.errors import DatasetFormatError
 from ..data.mapper import TKDDatasetMapper
 from ..evaluation import DefectCOCOEvaluator
@@ -21,13 +22,6 @@ logger = logging.getLogger(__name__)
 def unwrap_model(model):
     """The module inside a (Distributed)DataParallel wrapper, or the model itself."""
     return getattr(model, "module", model)
-
-
-def train_thing_classes(cfg):
-    """Class names of the training set (what the checkpoint's outputs mean)."""
-    if not cfg.DATASETS.TRAIN:
-        return None
-    return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", []) or []) or None
 
 
 class Trainer(DefaultTrainer):

@@ -3,10 +3,10 @@ import logging
 import os
 
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
 from detectron2.modeling import build_model
 
 from ..config import add_tkd_config
+from ..data import train_thing_classes
 
 __all__ = ["TeacherLoadError", "load_teacher_config", "build_teacher", "num_classes_of"]
 
@@ -51,15 +51,6 @@ def load_teacher_config(path, device):
     return cfg
 
 
-def _train_classes(cfg):
-    if not cfg.DATASETS.TRAIN:
-        return None
-    try:
-        return list(MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None) or []) or None
-    except Exception:
-        return None
-
-
 def build_teacher(student_cfg):
     """Returns ``(teacher_model, teacher_cfg, info)`` for ``student_cfg.MODEL.TKD.TEACHER``.
 
@@ -101,7 +92,7 @@ def build_teacher(student_cfg):
     checkpointer = SafeCheckpointer(teacher)
     checkpoint = checkpointer._load_file(weights)
     ckpt_classes = checkpoint.get("thing_classes")
-    student_classes = _train_classes(student_cfg)
+    student_classes = train_thing_classes(student_cfg)
     if ckpt_classes and student_classes and list(ckpt_classes) != list(student_classes):
         raise TeacherLoadError(
             f"Teacher weights {weights} were trained for classes {list(ckpt_classes)} but the "
