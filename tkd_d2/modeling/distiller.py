@@ -19,7 +19,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Boxes
 
-from ..distill.crd import crd_box_loss, crd_centerness_loss, crd_cls_loss
+from ..distill.crd import crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
@@ -256,7 +256,6 @@ class TKDDistiller(nn.Module):
         num_classes = student.num_classes
         out = {}
         t_logits = flatten_levels(t_head.predictions[0], num_classes)
-        t_prob = t_logits.sigmoid()
         # normalised like the detector's own losses (its EMA of the number of positives)
         normalizer = float(getattr(student, "loss_normalizer", 1.0))
         if "loss_crd_cls" in w:
@@ -265,7 +264,7 @@ class TKDDistiller(nn.Module):
                 r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer
             )
         if "loss_crd_box" in w or "loss_crd_ctr" in w:
-            weight = t_prob.max(dim=-1).values  # (N, R): teacher's confidence
+            weight = teacher_box_weight(t_logits)  # (N, R): teacher's max class probability
         if "loss_crd_box" in w:
             anchors = Boxes.cat(student.anchor_generator(s_feats)).tensor  # (R, 4)
             r_deltas = flatten_levels(reused[1], 4)
