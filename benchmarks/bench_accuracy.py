@@ -13,6 +13,7 @@ skipped, an interrupted one resumes from its last checkpoint; results are writte
     python benchmarks/bench_accuracy.py --tiny --dataset synthetic   # smoke test
 """
 import argparse
+import fcntl
 import json
 import os
 import statistics
@@ -73,7 +74,8 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
     bbox = json.loads(ap_file.read_text())["bbox"]
     seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "nan"
     results["runs"][key] = {"config": train_cfg, "output": str(out), "bbox": bbox,
-                            "train_seconds": float(seconds), "opts": [str(o) for o in opts]}
+                            "train_seconds": float(seconds), "opts": [str(o) for o in opts],
+                            "command": " ".join(["python"] + sys.argv), "machine": machine()}
 
 
 def schedule(max_iter):
@@ -105,6 +107,20 @@ def summarise(results):
         summary[variant] = entry
     results["summary"] = summary
     return summary
+
+
+def save(name, results, directory):
+    """Merge ``results`` with the runs already on disk, then write: commands for different
+    variants (or detectors) may run side by side and share one results file."""
+    path = Path(results_dir(directory)) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".json.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.is_file():
+            on_disk = json.loads(path.read_text()).get("runs", {})
+            results["runs"] = {**on_disk, **results["runs"]}
+        summarise(results)
+        write_result(name, results, directory)
 
 
 def main():
@@ -154,8 +170,7 @@ def main():
     teacher_opts = common + schedule(args.teacher_iter)
     if args.stage in ("teacher", "all"):
         train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
-        summarise(results)
-        write_result(name, results, args.results_dir)
+        save(name, results, args.results_dir)
     if args.stage in ("students", "all"):
         weights = teacher_out / "model_final.pth"
         if not weights.is_file():
@@ -166,12 +181,12 @@ def main():
             for seed in seeds:
                 opts = common + ["SEED", seed] + schedule(args.student_iter)
                 if variant != "baseline":
-                    opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_cfg, "MODEL.TKD.TEACHER.WEIGHTS", weights]
+                    # the config the teacher was trained with (its preset and opts included)
+                    opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_out / "config.yaml", "MODEL.TKD.TEACHER.WEIGHTS", weights]
                 cfg = f"configs/{folder}/" + VARIANT_CONFIG[variant].format(det=det)
                 key = f"{variant}@{seed}"
                 train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
-                summarise(results)
-                write_result(name, results, args.results_dir)
+                save(name, results, args.results_dir)
     summary = summarise(results)
     print("| model | AP50 | AP | AP75 | seeds |\n|---|---|---|---|---|")
     for variant, s in summary.items():

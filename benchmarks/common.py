@@ -60,7 +60,7 @@ def write_result(name, payload, directory=None):
     directory = results_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
+    tmp = path.with_suffix(f".json.tmp.{os.getpid()}")
     tmp.write_text(json.dumps(payload, indent=2, default=float))
     os.replace(tmp, path)
     return path
