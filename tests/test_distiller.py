@@ -198,6 +198,17 @@ def test_teacher_weights_for_another_architecture(tmp_path):
         build_model(_distiller_cfg(_yaml("retinanet"), r50, weights, SMALL))
 
 
+def test_teacher_mismatch_points_at_the_config_it_was_trained_with(tmp_path):
+    # trained with command-line options the teacher yaml lacks: the error names the
+    # config.yaml that train_net.py dumped next to the weights
+    weights, teacher_yaml = _teacher_file(tmp_path, _yaml("retinanet"), SMALL)
+    (tmp_path / "config.yaml").write_text(open(teacher_yaml).read())
+    with pytest.raises(TeacherLoadError, match=f"pass MODEL.TKD.TEACHER.CONFIG {tmp_path / 'config.yaml'}"):
+        build_model(_distiller_cfg(_yaml("retinanet"), _yaml("retinanet"), weights, SMALL))
+    model = build_model(_distiller_cfg(_yaml("retinanet"), str(tmp_path / "config.yaml"), weights, SMALL))
+    assert model.teacher is not None
+
+
 def test_teacher_with_other_classes(tmp_path):
     yaml = _yaml("retinanet")
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL, thing_classes=["dent", "scratch", "a", "b", "c", "d"])

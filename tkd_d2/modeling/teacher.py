@@ -110,10 +110,16 @@ def build_teacher(student_cfg):
             detail.append(f"{len(missing)} missing tensors (e.g. {missing[:3]})")
         if wrong_shapes:
             detail.append(f"{len(wrong_shapes)} of the wrong shape (e.g. {wrong_shapes[:2]})")
+        dumped = os.path.join(os.path.dirname(os.path.abspath(weights)), "config.yaml")
+        hint = (
+            f" The weights' folder holds the config they were trained with (command-line "
+            f"options included): pass MODEL.TKD.TEACHER.CONFIG {dumped}"
+            if os.path.isfile(dumped) else ""
+        )
         raise TeacherLoadError(
             f"Teacher weights {weights} do not match the teacher config {tkd.TEACHER.CONFIG}: "
             + "; ".join(detail)
-            + ". Check that the weights were trained with this config."
+            + ". Check that the weights were trained with this config." + hint
         )
     num_matched = len(teacher.state_dict()) - len(missing)
     teacher.eval()
