@@ -49,7 +49,10 @@ def gaussian_blur(x: Tensor, window_size: int = 11, sigma: float = 1.5) -> Tenso
     if max(h, w) <= _BANDED_MAX_SIDE:
         rows = _banded_filter(h, window_size, sigma, x.device, x.dtype)
         cols = _banded_filter(w, window_size, sigma, x.device, x.dtype)
-        return torch.matmul(torch.matmul(rows, x), cols.t())
+        # both passes as one (N*C*H, W) @ (W, W) product each: ``rows @ x`` would broadcast
+        # into N*C tiny batched products (~1.7x slower on CPU)
+        x = torch.matmul(x, cols.t())
+        return torch.matmul(x.transpose(-1, -2), rows.t()).transpose(-1, -2)
     g = gaussian_window_1d(window_size, sigma, x.device, x.dtype)
     pad = window_size // 2
     x = F.conv2d(x, g.view(1, 1, -1, 1).expand(c, 1, window_size, 1), padding=(pad, 0), groups=c)
