@@ -133,9 +133,11 @@ def align_to_teacher_statistics(student_feat: Tensor, teacher_feat: Tensor, eps:
     statistics are constants.
     """
     dims = (0, 2, 3)
-    s_mean = student_feat.mean(dim=dims, keepdim=True)
-    s_std = student_feat.std(dim=dims, keepdim=True, correction=0)
-    teacher_feat = teacher_feat.detach()
-    t_mean = teacher_feat.mean(dim=dims, keepdim=True)
-    t_std = teacher_feat.std(dim=dims, keepdim=True, correction=0)
-    return (student_feat - s_mean) / (s_std + eps) * t_std + t_mean
+    # one pass for each pair of moments, and one multiply-add over the map:
+    # (s - s_mean) / (s_std + eps) * t_std + t_mean  ==  s * scale + (t_mean - s_mean * scale)
+    s_var, s_mean = torch.var_mean(student_feat, dim=dims, keepdim=True, correction=0)
+    with torch.no_grad():
+        t_var, t_mean = torch.var_mean(teacher_feat, dim=dims, keepdim=True, correction=0)
+    # the clamp keeps sqrt's gradient finite where a level has one location (variance 0)
+    scale = t_var.sqrt() / (s_var.clamp_min(eps * eps).sqrt() + eps)
+    return torch.addcmul(t_mean - s_mean * scale, student_feat, scale)
