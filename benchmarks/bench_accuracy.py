@@ -125,7 +125,8 @@ def save(name, results, directory):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", choices=["teacher", "students", "all"], default="all")
+    p.add_argument("--stage", choices=["teacher", "students", "all", "report"], default="all",
+                   help="report: print the markdown tables of the results file, train nothing")
     p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
     p.add_argument("--dataset", choices=["neu_det", "synthetic"], default="neu_det")
     p.add_argument("--variants", nargs="+", default=list(VARIANT_CONFIG), choices=list(VARIANT_CONFIG))
@@ -187,10 +188,37 @@ def main():
                 key = f"{variant}@{seed}"
                 train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
                 save(name, results, args.results_dir)
+    if args.stage == "report" and results_path.is_file():  # the other commands' runs too
+        results["runs"] = json.loads(results_path.read_text())["runs"]
+    print(report(results))
+
+
+ORDER = ["teacher", "baseline", "crd", "ded", "drd", "tkd"]
+
+
+def report(results):
+    """Markdown: the mean (min-max) over seeds with the AP50 gain over the baseline, then
+    every run with its per-class AP50."""
     summary = summarise(results)
-    print("| model | AP50 | AP | AP75 | seeds |\n|---|---|---|---|---|")
-    for variant, s in summary.items():
-        print(f"| {variant} | {s['AP50']:.1f} ({s['AP50_min']:.1f}-{s['AP50_max']:.1f}) | {s['AP']:.1f} | {s['AP75']:.1f} | {s['seeds']} |")
+    variants = sorted(summary, key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
+    base = summary.get("baseline", {}).get("AP50")
+    lines = ["| model | seeds | AP50 mean (min-max) | AP50 vs baseline | AP | AP75 |", "|---|---|---|---|---|---|"]
+    for v in variants:
+        s = summary[v]
+        gain = f"{s['AP50'] - base:+.1f}" if base is not None and v != "baseline" else "-"
+        lines.append(f"| {v} | {s['seeds']} | {s['AP50']:.1f} ({s['AP50_min']:.1f}-{s['AP50_max']:.1f}) | {gain} "
+                     f"| {s['AP']:.1f} | {s['AP75']:.1f} |")
+    runs = sorted(results["runs"].items(), key=lambda kv: (ORDER.index(kv[0].split("@")[0])
+                                                             if kv[0].split("@")[0] in ORDER else len(ORDER), kv[0]))
+    classes = [k[len("AP50-"):] for k in (runs[0][1]["bbox"] if runs else {}) if k.startswith("AP50-")]
+    lines += ["", "| run | AP50 | AP | " + " | ".join(classes) + " | train s |",
+              "|---|---|---|" + "---|" * len(classes) + "---|"]
+    for key, r in runs:
+        b = r["bbox"]
+        lines.append(f"| {key} | {b['AP50']:.1f} | {b['AP']:.1f} | "
+                     + " | ".join(f"{b.get('AP50-' + c, float('nan')):.1f}" for c in classes)
+                     + f" | {r.get('train_seconds', float('nan')):.0f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

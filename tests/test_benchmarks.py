@@ -132,6 +132,30 @@ def test_bench_accuracy_tiny(tmp_path):
                      tmp_path, timeout=300)
     assert "train_net.py --config-file" not in proc.stdout
     assert proc.stdout.count("done already") == 3
+    # the report: one summary row per model with its AP50 gain over the baseline
+    tkd = result["summary"]["tkd"]["AP50"] - result["summary"]["baseline"]["AP50"]
+    assert f"| tkd | 1 | " in proc.stdout and f"| {tkd:+.1f} |" in proc.stdout
+
+
+def test_bench_accuracy_commands_side_by_side_share_one_results_file(tmp_path):
+    # two commands (say baseline and tkd students) each hold their own runs in memory and
+    # save after every run; neither may drop the other's
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_accuracy
+    finally:
+        sys.path.remove(str(BENCH))
+    bbox = {"AP50": 40.0, "AP": 15.0, "AP75": 8.0}
+    first, second = {"runs": {"teacher": {"bbox": bbox}}}, {"runs": {}}
+    bench_accuracy.save("acc", first, tmp_path)
+    second["runs"]["tkd@1"] = {"bbox": {**bbox, "AP50": 44.0}}
+    bench_accuracy.save("acc", second, tmp_path)
+    first["runs"]["baseline@1"] = {"bbox": {**bbox, "AP50": 41.0}}
+    bench_accuracy.save("acc", first, tmp_path)
+    on_disk = json.loads((tmp_path / "acc.json").read_text())
+    assert set(on_disk["runs"]) == {"teacher", "tkd@1", "baseline@1"}
+    assert on_disk["summary"]["tkd"]["AP50"] == 44.0
+    assert "| tkd | 1 | 44.0 (44.0-44.0) | +3.0 |" in bench_accuracy.report(on_disk)
 
 
 def test_bench_memory_tiny(tmp_path):
