@@ -11,7 +11,7 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
                 check that NEU-DET is in place
   2. teacher    train the teacher (R-50-FPN) with `train_net.py --config-file ...`
   3. baseline   train the student (R-18-FPN) without KD
-     tkd        train the student with TKD from the teacher (same schedule, same seed)
+     tkd        train the student with TKD from the teacher (the baseline's schedule and seed)
   4. eval_*     evaluate all three with `train_net.py --eval-only` (the TKD checkpoint with
                 the plain student config)
   5. pictures   ground truth | teacher | baseline | TKD, side by side, for --num-images images
@@ -297,6 +297,8 @@ class Pipeline:
             except Exception:
                 pass
             self.depth[m] = shown.MODEL.RESNETS.DEPTH
+        # iterations per model, for the report (--max-iter sets every model's)
+        self.iters = {m: int(args.max_iter or yaml[m].SOLVER.MAX_ITER) for m in MODELS}
         seed = args.seed
         if seed is None:
             seed = yaml["baseline"].SEED if yaml["baseline"].SEED >= 0 else 0
@@ -719,7 +721,8 @@ class Pipeline:
                 f"{DETECTOR_NAMES[a.detector]} on `{a.dataset}`: a R-{self.depth['teacher']} teacher, "
                 f"a R-{self.depth['baseline']} student trained alone (baseline) and the same student "
                 "trained with Triple Knowledge Distillation (TKD) from the teacher, same schedule "
-                "and seed.",
+                f"({self.iters['tkd']} iterations) and seed; the teacher trained "
+                f"{self.iters['teacher']} iterations.",
                 "",
                 f"Written by `tools/tkd_pipeline.py` on {now()}. Configs: "
                 + ", ".join(f"`{shown_path(self.configs[m])}`" for m in MODELS)
