@@ -188,19 +188,21 @@ def main():
                 key = f"{variant}@{seed}"
                 train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
                 save(name, results, args.results_dir)
-    if args.stage == "report" and results_path.is_file():  # the other commands' runs too
-        results["runs"] = json.loads(results_path.read_text())["runs"]
     print(report(results))
 
 
 ORDER = ["teacher", "baseline", "crd", "ded", "drd", "tkd"]
 
 
+def _rank(variant):
+    return ORDER.index(variant) if variant in ORDER else len(ORDER)
+
+
 def report(results):
     """Markdown: the mean (min-max) over seeds with the AP50 gain over the baseline, then
     every run with its per-class AP50."""
     summary = summarise(results)
-    variants = sorted(summary, key=lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
+    variants = sorted(summary, key=_rank)
     base = summary.get("baseline", {}).get("AP50")
     lines = ["| model | seeds | AP50 mean (min-max) | AP50 vs baseline | AP | AP75 |", "|---|---|---|---|---|---|"]
     for v in variants:
@@ -208,8 +210,7 @@ def report(results):
         gain = f"{s['AP50'] - base:+.1f}" if base is not None and v != "baseline" else "-"
         lines.append(f"| {v} | {s['seeds']} | {s['AP50']:.1f} ({s['AP50_min']:.1f}-{s['AP50_max']:.1f}) | {gain} "
                      f"| {s['AP']:.1f} | {s['AP75']:.1f} |")
-    runs = sorted(results["runs"].items(), key=lambda kv: (ORDER.index(kv[0].split("@")[0])
-                                                             if kv[0].split("@")[0] in ORDER else len(ORDER), kv[0]))
+    runs = sorted(results["runs"].items(), key=lambda kv: (_rank(kv[0].split("@")[0]), kv[0]))
     classes = [k[len("AP50-"):] for k in (runs[0][1]["bbox"] if runs else {}) if k.startswith("AP50-")]
     lines += ["", "| run | AP50 | AP | " + " | ".join(classes) + " | train s |",
               "|---|---|---|" + "---|" * len(classes) + "---|"]

@@ -112,6 +112,9 @@ def test_first_run_completes_every_stage(pipeline):
         assert (out / m / "model_final.pth").is_file()
         assert (out / "logs" / f"{m}.log").is_file()
     assert (out / "report.md").is_file()
+    # the report states how long each model trained (TINY_ARGS: --max-iter 2 for every model)
+    assert "same schedule (2 iterations) and seed; the teacher trained 2 iterations" in \
+        (out / "report.md").read_text()
 
 
 def test_report_numbers_are_those_of_ap_results(pipeline):

@@ -289,16 +289,6 @@ class Pipeline:
                 raise StageError(f"--tkd-config {self.configs[key]} is a {arch}, not a TKDDistiller config")
             if key != "tkd" and arch == "TKDDistiller":
                 raise StageError(f"{self.configs[key]} is a TKD config; the {key} needs a plain detector config")
-        self.depth = {}
-        for m in MODELS:
-            shown = yaml[m].clone()
-            try:  # labels follow --opts (a bad key is reported by stage 1)
-                shown.merge_from_list(list(args.opts))
-            except Exception:
-                pass
-            self.depth[m] = shown.MODEL.RESNETS.DEPTH
-        # iterations per model, for the report (--max-iter sets every model's)
-        self.iters = {m: int(args.max_iter or yaml[m].SOLVER.MAX_ITER) for m in MODELS}
         seed = args.seed
         if seed is None:
             seed = yaml["baseline"].SEED if yaml["baseline"].SEED >= 0 else 0
@@ -310,6 +300,16 @@ class Pipeline:
             self.train_opts[m] = (self.common + sched + ["SEED", str(seed), "DATASETS.TEST", "()"]
                                   + list(args.opts))
         self.eval_opts = self.common + list(args.opts)
+        # depth (labels) and iterations (report) as each model trains: config + overrides
+        self.depth, self.iters = {}, {}
+        for m in MODELS:
+            shown = yaml[m].clone()
+            try:  # a bad key in --opts is reported by stage 1
+                shown.merge_from_list(list(self.train_opts[m]))
+            except Exception:
+                pass
+            self.depth[m] = shown.MODEL.RESNETS.DEPTH
+            self.iters[m] = shown.SOLVER.MAX_ITER
 
     def label(self, key):
         det = DETECTOR_NAMES[self.args.detector]
