@@ -113,11 +113,28 @@ def test_align_to_teacher_statistics():
     torch.testing.assert_close(aligned.std(dim=(0, 2, 3)), t.std(dim=(0, 2, 3)), atol=1e-4, rtol=1e-4)
 
 
+def test_align_to_teacher_statistics_is_the_standardise_then_rescale_formula():
+    g = torch.Generator().manual_seed(1)
+    s = (torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 2 + 1).requires_grad_()
+    t = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64) * 0.5 - 2
+    dims = (0, 2, 3)
+    s_mean, s_std = s.mean(dims, keepdim=True), s.var(dims, keepdim=True, correction=0).sqrt()
+    t_mean, t_std = t.mean(dims, keepdim=True), t.var(dims, keepdim=True, correction=0).sqrt()
+    expected = (s - s_mean) / (s_std + 1e-6) * t_std + t_mean
+    aligned = align_to_teacher_statistics(s, t)
+    torch.testing.assert_close(aligned, expected, atol=1e-6, rtol=1e-6)
+    weights = torch.randn(s.shape, generator=g, dtype=torch.float64)
+    grad, = torch.autograd.grad((aligned * weights).sum(), s)
+    expected_grad, = torch.autograd.grad((expected * weights).sum(), s)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-6, rtol=1e-6)
+
+
 def test_align_to_teacher_statistics_single_location_is_finite():
     # a 1x1 level (P7 of a small image) with one image per process
     s = torch.randn(1, 3, 1, 1, requires_grad=True)
     t = torch.randn(1, 3, 1, 1)
     aligned = align_to_teacher_statistics(s, t)
     assert torch.isfinite(aligned).all()
+    torch.testing.assert_close(aligned, t)  # one location: the teacher's mean is the teacher
     aligned.sum().backward()
     assert torch.isfinite(s.grad).all()

@@ -43,11 +43,13 @@ class ModuleGloRe(nn.Module):
         return x + self.blocker(self.conv_extend(back))
 
 
-def test_functional_equals_module_glore():
+@pytest.mark.parametrize("spatial", [(5, 7), (1, 2)], ids=["nodes_first", "states_first"])
+def test_functional_equals_module_glore(spatial):
+    # 35 positions take the "nodes first" product order, 2 positions the "states first" one
     bank = GraphUnitBank(16, mode="fixed", seed=3)
     unit = bank.units_for_step(None, dtype=torch.float64)
     reference = ModuleGloRe(unit).double().train()
-    x = torch.randn(3, 16, 5, 7, dtype=torch.float64)
+    x = torch.randn(3, 16, *spatial, dtype=torch.float64)
     torch.testing.assert_close(graph_reasoning(x, unit), reference(x))
     # per-sample statistics (norm_dims=(2,)) = the module applied to each sample alone
     per_sample = graph_reasoning(x, unit, norm_dims=(2,))

@@ -130,14 +130,16 @@ def align_to_teacher_statistics(student_feat: Tensor, teacher_feat: Tensor, eps:
     Statistics over (N, H, W), as the reference's ``align_scale``, but with the population
     std: the reference's unbiased std is NaN when a level has a single location (a 1x1 P7
     with one image per process), which would poison the whole loss. The teacher's
-    statistics are constants.
+    statistics are constants. ``eps`` is added to the student's std (inside the square
+    root, as ``eps²``: the same to ~1e-6 relative, and exactly finite at zero variance).
     """
-    dims = (0, 2, 3)
-    # one pass for each pair of moments, and one multiply-add over the map:
-    # (s - s_mean) / (s_std + eps) * t_std + t_mean  ==  s * scale + (t_mean - s_mean * scale)
-    s_var, s_mean = torch.var_mean(student_feat, dim=dims, keepdim=True, correction=0)
+    # Both sides are batch-norm passes (~2x faster on CPU than var_mean over (N, H, W) plus
+    # the affine map): the teacher's statistics, then the student standardised with the
+    # teacher's std / mean as the affine weight / bias. torch.batch_norm, unlike
+    # F.batch_norm, accepts a level with a single location.
     with torch.no_grad():
-        t_var, t_mean = torch.var_mean(teacher_feat, dim=dims, keepdim=True, correction=0)
-    # the clamp keeps sqrt's gradient finite where a level has one location (variance 0)
-    scale = t_var.sqrt() / (s_var.clamp_min(eps * eps).sqrt() + eps)
-    return torch.addcmul(t_mean - s_mean * scale, student_feat, scale)
+        _, t_mean, t_invstd = torch.native_batch_norm(teacher_feat, None, None, None, None, True, 0.0, 0.0)
+        # at zero variance the kernel gives invstd 0 (CPU) or inf: std 0 either way
+        t_std = torch.where(t_invstd > 0, t_invstd.reciprocal(), torch.zeros_like(t_invstd))
+    return torch.batch_norm(student_feat, t_std.to(student_feat.dtype), t_mean.to(student_feat.dtype),
+                            None, None, True, 0.0, eps * eps, torch.backends.cudnn.enabled)

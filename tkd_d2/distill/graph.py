@@ -16,9 +16,11 @@ computed separately for teacher and student. :func:`graph_reasoning` does exactl
 running statistics, no affine); :class:`GraphUnitBank` supplies the weights, drawn with the
 PyTorch default conv init ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` for weights and biases.
 
-The products are re-associated (``W_s (x pᵀ)`` instead of ``(W_s x) pᵀ``, ``((W_e W_2) h) p``
-instead of ``W_e ((W_2 h) p)``), which is the same function with about half the multiply-adds
-when there are more positions than states.
+The two bias-free maps after the ReLU are one (C, S) matrix ``W_e W_2``. Each product chain is
+evaluated in the cheaper order for the map at hand: with many positions (P3, P4) "nodes first",
+``W_s (x pᵀ)`` and ``((W_e W_2) h) p``, whose position-sized products are C·K·L; with few
+(P5–P7: L < K) "states first", ``(W_s x) pᵀ`` and ``(W_e W_2) (h p)``, which never pay the
+position-independent S·C·K products. Same function either way (tested).
 """
 import hashlib
 from typing import NamedTuple, Optional, Sequence, Tuple
@@ -111,6 +113,13 @@ def _standardise(x: Tensor, dims: Sequence[int], eps: float) -> Tensor:
     return (x - mean) * torch.rsqrt(var + eps)
 
 
+def _nodes_first(channels: int, num_state: int, num_node: int, length: int) -> bool:
+    # multiply-adds per sample of the two product orders (module docstring)
+    nodes_first = 2 * channels * num_node * length + 2 * num_state * channels * num_node
+    states_first = 2 * num_state * channels * length + 2 * num_state * num_node * length
+    return nodes_first <= states_first
+
+
 def output_weight(params: GraphUnitParams) -> Tensor:
     """``extend_weight @ channel_weight`` (C, S): the two bias-free linear maps after the ReLU."""
     return torch.matmul(params.extend_weight, params.channel_weight)
@@ -130,18 +139,27 @@ def graph_reasoning(x: Tensor, params: GraphUnitParams, normalize: bool = True,
     n, c = shape[0], shape[1]
     x = x.reshape(n, c, -1)
     length = x.shape[2]
+    num_state, num_node = params.state_weight.shape[0], params.proj_weight.shape[0]
+    nodes_first = _nodes_first(c, num_state, num_node, length)
     proj = torch.matmul(params.proj_weight, x) + params.proj_bias[:, None]  # (N, K, L)
-    # nodes = (W_s x + b_s 1ᵀ) projᵀ, re-associated
-    x_on_nodes = torch.matmul(x, proj.transpose(1, 2))  # (N, C, K)
-    nodes = torch.matmul(params.state_weight, x_on_nodes) + params.state_bias[:, None] * proj.sum(dim=2)[:, None, :]
+    # nodes = (W_s x + b_s 1ᵀ) projᵀ
+    if nodes_first:
+        x_on_nodes = torch.matmul(x, proj.transpose(1, 2))  # (N, C, K)
+        nodes = torch.matmul(params.state_weight, x_on_nodes) + params.state_bias[:, None] * proj.sum(dim=2)[:, None, :]
+    else:
+        states = torch.matmul(params.state_weight, x) + params.state_bias[:, None]  # (N, S, L)
+        nodes = torch.matmul(states, proj.transpose(1, 2))
     if normalize:
         nodes = nodes * (1.0 / length)
     # graph conv: across nodes (with residual), ReLU, then across states
     reasoned = torch.relu(torch.matmul(nodes, params.node_weight.t()) + params.node_bias + nodes)
     if fused_output_weight is None:
         fused_output_weight = output_weight(params)
-    # back to positions: W_e (W_2 h proj) = ((W_e W_2) h) proj
-    extended = torch.matmul(torch.matmul(fused_output_weight, reasoned), proj)  # (N, C, L)
+    # back to positions: W_e W_2 h proj
+    if nodes_first:
+        extended = torch.matmul(torch.matmul(fused_output_weight, reasoned), proj)  # (N, C, L)
+    else:
+        extended = torch.matmul(fused_output_weight, torch.matmul(reasoned, proj))
     out = x + _standardise(extended, tuple(norm_dims), eps)
     return out.reshape(shape)
 
