@@ -1,6 +1,7 @@
 """TKDDistiller: built from configs, the teacher frozen and hidden, KD terms that vanish when
 the student is the teacher, weight-0 terms skipped, clear errors for a bad teacher."""
 import copy
+import os
 
 import pytest
 import torch
@@ -207,6 +208,15 @@ def test_teacher_mismatch_points_at_the_config_it_was_trained_with(tmp_path):
         build_model(_distiller_cfg(_yaml("retinanet"), _yaml("retinanet"), weights, SMALL))
     model = build_model(_distiller_cfg(_yaml("retinanet"), str(tmp_path / "config.yaml"), weights, SMALL))
     assert model.teacher is not None
+
+
+def test_teacher_mismatch_with_the_dumped_config_itself_gives_no_circular_hint(tmp_path):
+    weights, _ = _teacher_file(tmp_path, _yaml("retinanet"), SMALL)
+    dumped = tmp_path / "config.yaml"  # beside the weights, but not what they were trained with
+    dumped.write_text(f'_BASE_: "{os.path.abspath("configs/Synthetic/retinanet_R_50_FPN.yaml")}"\n')
+    with pytest.raises(TeacherLoadError, match="do not match the teacher config") as error:
+        build_model(_distiller_cfg(_yaml("retinanet"), str(dumped), weights, SMALL))
+    assert "pass MODEL.TKD.TEACHER.CONFIG" not in str(error.value)
 
 
 def test_teacher_with_other_classes(tmp_path):

@@ -114,7 +114,7 @@ def build_teacher(student_cfg):
         hint = (
             f" The weights' folder holds the config they were trained with (command-line "
             f"options included): pass MODEL.TKD.TEACHER.CONFIG {dumped}"
-            if os.path.isfile(dumped) else ""
+            if os.path.isfile(dumped) and not _same_file(dumped, tkd.TEACHER.CONFIG) else ""
         )
         raise TeacherLoadError(
             f"Teacher weights {weights} do not match the teacher config {tkd.TEACHER.CONFIG}: "
@@ -132,3 +132,10 @@ def build_teacher(student_cfg):
         "thing_classes": ckpt_classes,
     }
     return teacher, tcfg, info
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
