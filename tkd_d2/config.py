@@ -22,6 +22,10 @@ def add_tkd_config(cfg):
     _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
     # Box regression loss on positive locations: "giou", "diou", "ciou", "smooth_l1".
     _C.MODEL.FCOS.BOX_LOSS = "giou"
+    # Edge distances from the box prediction: "relu" (detectron2's FCOS: relu(x), which stops
+    # learning for good where x < 0 at every positive location, as from-scratch runs can)
+    # or "exp" (the FCOS paper's and mmdet's exp(x): never dead). Our FCOS configs use "exp".
+    _C.MODEL.FCOS.BOX_ACTIVATION = "relu"
     _C.MODEL.FCOS.TEST_SCORE_THRESH = 0.2
     _C.MODEL.FCOS.TEST_TOPK_CANDIDATES = 1000
     _C.MODEL.FCOS.TEST_NMS_THRESH = 0.6

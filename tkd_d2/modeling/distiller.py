@@ -271,7 +271,8 @@ class TKDDistiller(nn.Module):
             t_deltas = flatten_levels(t_head.predictions[1], 4)
             n, r = r_deltas.shape[:2]
             flat_anchors = anchors.unsqueeze(0).expand(n, r, 4).reshape(-1, 4)
-            transform = student.box2box_transform
+            # both come out of the teacher's box predictor: decode with the teacher's transform
+            transform = teacher.box2box_transform
             r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(

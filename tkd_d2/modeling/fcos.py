@@ -1,18 +1,38 @@
 """FCOS buildable from a yacs config (detectron2 ships it for LazyConfig only)."""
+import math
+
 import torch
 from fvcore.nn import sigmoid_focal_loss_jit
 from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.modeling.box_regression import _dense_box_regression_loss
+from detectron2.modeling.box_regression import Box2BoxTransformLinear, _dense_box_regression_loss
 from detectron2.modeling.meta_arch.fcos import FCOS, FCOSHead
 from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
-__all__ = ["FCOSDetector"]
+__all__ = ["FCOSDetector", "Box2BoxTransformExpLinear"]
 
 _BOX_LOSSES = ("giou", "diou", "ciou", "smooth_l1")
+_BOX_ACTIVATIONS = ("relu", "exp")
+
+
+class Box2BoxTransformExpLinear(Box2BoxTransformLinear):
+    """FCOS edge distances as ``exp(delta)`` (× the anchor size), the FCOS paper's form.
+
+    ``get_deltas`` stays linear (distances), as detectron2's centerness targets need; so a
+    loss that compares deltas directly (smooth L1) does not apply. The exponent is clamped
+    like detectron2's ``Box2BoxTransform`` (at most 62.5 strides).
+    """
+
+    def __init__(self, normalize_by_size=True, scale_clamp=math.log(1000.0 / 16)):
+        super().__init__(normalize_by_size=normalize_by_size)
+        self.scale_clamp = scale_clamp
+
+    def apply_deltas(self, deltas, boxes):
+        # positive distances: the parent's relu is then the identity
+        return super().apply_deltas(torch.exp(deltas.clamp(max=self.scale_clamp)), boxes)
 
 
 @META_ARCH_REGISTRY.register()
@@ -20,13 +40,25 @@ class FCOSDetector(FCOS):
     """detectron2's :class:`FCOS`, built from ``cfg.MODEL.FCOS`` with a configurable box loss."""
 
     @configurable
-    def __init__(self, *, box_reg_loss_type="giou", **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, box_reg_loss_type="giou", box_activation="relu", **kwargs):
         if box_reg_loss_type not in _BOX_LOSSES:
             raise ValueError(
                 f"MODEL.FCOS.BOX_LOSS={box_reg_loss_type!r} is not one of {_BOX_LOSSES}"
             )
+        if box_activation not in _BOX_ACTIVATIONS:
+            raise ValueError(
+                f"MODEL.FCOS.BOX_ACTIVATION={box_activation!r} is not one of {_BOX_ACTIVATIONS}"
+            )
+        if box_activation == "exp":
+            if box_reg_loss_type == "smooth_l1":
+                raise ValueError(
+                    "MODEL.FCOS.BOX_ACTIVATION='exp' needs a box-space loss (giou, diou, ciou): "
+                    "smooth_l1 compares the raw predictions with linear distance targets"
+                )
+            kwargs.setdefault("box2box_transform", Box2BoxTransformExpLinear(normalize_by_size=True))
+        super().__init__(**kwargs)
         self.box_reg_loss_type = box_reg_loss_type
+        self.box_activation = box_activation
 
     @classmethod
     def from_config(cls, cfg):
@@ -62,6 +94,7 @@ class FCOSDetector(FCOS):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "box_reg_loss_type": fcos.BOX_LOSS,
+            "box_activation": fcos.BOX_ACTIVATION,
         }
 
     @torch.no_grad()
