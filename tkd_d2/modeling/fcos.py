@@ -58,7 +58,6 @@ class FCOSDetector(FCOS):
             kwargs.setdefault("box2box_transform", Box2BoxTransformExpLinear(normalize_by_size=True))
         super().__init__(**kwargs)
         self.box_reg_loss_type = box_reg_loss_type
-        self.box_activation = box_activation
 
     @classmethod
     def from_config(cls, cfg):

@@ -25,16 +25,21 @@ def num_classes_of(cfg, arch=None):
     return cfg.MODEL.FCOS.NUM_CLASSES if arch == "FCOSDetector" else cfg.MODEL.RETINANET.NUM_CLASSES
 
 
+def _resolve_config_path(path):
+    if not os.path.isfile(path) and not os.path.isabs(path):
+        # configs name their teacher relative to the project root; accept any working dir
+        in_project = os.path.join(PROJECT_ROOT, path)
+        path = in_project if os.path.isfile(in_project) else path
+    return path
+
+
 def load_teacher_config(path, device):
     if not path:
         raise TeacherLoadError(
             "MODEL.TKD.TEACHER.CONFIG is empty: set it to the teacher's yaml, e.g. "
             "configs/NEU-DET/retinanet_R_50_FPN.yaml"
         )
-    if not os.path.isfile(path) and not os.path.isabs(path):
-        # configs name their teacher relative to the project root; accept any working dir
-        in_project = os.path.join(PROJECT_ROOT, path)
-        path = in_project if os.path.isfile(in_project) else path
+    path = _resolve_config_path(path)
     if not os.path.isfile(path):
         raise TeacherLoadError(f"MODEL.TKD.TEACHER.CONFIG: file not found: {path}")
     cfg = get_cfg()
@@ -114,7 +119,8 @@ def build_teacher(student_cfg):
         hint = (
             f" The weights' folder holds the config they were trained with (command-line "
             f"options included): pass MODEL.TKD.TEACHER.CONFIG {dumped}"
-            if os.path.isfile(dumped) and not _same_file(dumped, tkd.TEACHER.CONFIG) else ""
+            if os.path.isfile(dumped)
+            and not os.path.samefile(dumped, _resolve_config_path(tkd.TEACHER.CONFIG)) else ""
         )
         raise TeacherLoadError(
             f"Teacher weights {weights} do not match the teacher config {tkd.TEACHER.CONFIG}: "
@@ -132,10 +138,3 @@ def build_teacher(student_cfg):
         "thing_classes": ckpt_classes,
     }
     return teacher, tcfg, info
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
