@@ -2,7 +2,8 @@
 """Does TKD pay off on real steel defects? (BENCHMARKS.md, "Accuracy on NEU-DET")
 
 Every run is a real ``train_net.py`` training from scratch, then ``--eval-only`` with the
-plain student config. Stages are resumable: a finished run (its ap_results.json exists) is
+plain student config. The ablations crd, ded and drd train the TKD config with only that
+part (``MODEL.TKD.PARTS``). Stages are resumable: a finished run (its ap_results.json exists) is
 skipped, an interrupted one resumes from its last checkpoint; results are written to
 ``benchmarks/results/accuracy_<detector>.json`` after every run.
 
@@ -25,13 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_results_dir_argument, machine, results_dir, write_result  # noqa: E402
 
-VARIANT_CONFIG = {
-    "baseline": "{det}_R_18_FPN.yaml",
-    "crd": "tkd_{det}_R_50_to_R_18_crd_only.yaml",
-    "ded": "tkd_{det}_R_50_to_R_18_ded_only.yaml",
-    "drd": "tkd_{det}_R_50_to_R_18_drd_only.yaml",
-    "tkd": "tkd_{det}_R_50_to_R_18.yaml",
-}
+from tkd_d2.config import is_distiller_config, load_config, schedule_overrides  # noqa: E402
+from tkd_d2.evaluation import RESULTS_FILE, load_ap_results, per_class_ap50_of  # noqa: E402
+
+STUDENT_CONFIG = "{det}_R_18_FPN.yaml"
+TKD_CONFIG = "tkd_{det}_R_50_to_R_18.yaml"
+# variant → the TKD parts it trains with (None: the plain student, the baseline)
+VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "tkd": ["crd", "ded", "drd"]}
 # The CPU budget of BENCHMARKS.md: NEU-DET at 128 px, FPN/head width 128, batch 8; the
 # teacher (one command) trains 3000 iterations, every student (another command) 1500.
 CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "INPUT.MIN_SIZE_TEST", "128",
@@ -57,7 +58,7 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
     """One resumable run: train (or resume), then evaluate with the plain config."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ap_file = out / "eval" / "inference" / eval_dataset(opts) / "ap_results.json"
+    ap_file = out / "eval" / "inference" / eval_dataset(opts) / RESULTS_FILE
     if ap_file.is_file() and key in results["runs"]:
         print(f"[{name}] done already: {ap_file}")
         return
@@ -71,20 +72,25 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
         (out / "train_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
     run([py, "train_net.py", "--eval-only", "--config-file", eval_cfg, *opts,
          "OUTPUT_DIR", out / "eval", "MODEL.WEIGHTS", out / "model_final.pth"], log)
-    bbox = json.loads(ap_file.read_text())["bbox"]
+    bbox = load_ap_results(ap_file)["bbox"]
     seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "nan"
     results["runs"][key] = {"config": train_cfg, "output": str(out), "bbox": bbox,
                             "train_seconds": float(seconds), "opts": [str(o) for o in opts],
                             "command": " ".join(["python"] + sys.argv), "machine": machine()}
 
 
-def schedule(max_iter):
-    """MAX_ITER with the LR steps at 80% and 93% of it."""
+def schedule(config, max_iter, preset, opts):
+    """Overrides that train ``config`` (with ``opts``) for ``max_iter`` iterations; none for
+    ``max_iter`` None (the config's own schedule). The cpu preset (BENCHMARKS.md): the LR steps
+    at 80 % and 93 % of ``max_iter`` (none below 20 iterations), the preset's warm-ups kept.
+    Otherwise the config's own schedule (LR steps, warm-ups) scaled to ``max_iter``."""
     if not max_iter:
         return []
-    if max_iter < 20:  # smoke tests: no LR steps
-        return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", "()"]
-    return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", f"({int(max_iter * 0.8)}, {int(max_iter * 0.93)})"]
+    if preset == "cpu":
+        steps = f"({int(max_iter * 0.8)}, {int(max_iter * 0.93)})" if max_iter >= 20 else "()"
+        return ["SOLVER.MAX_ITER", max_iter, "SOLVER.STEPS", steps]
+    cfg = load_config(ROOT / config, opts, register_datasets=False)
+    return schedule_overrides(cfg, max_iter, tkd=is_distiller_config(cfg))
 
 
 def eval_dataset(opts):
@@ -129,11 +135,13 @@ def main():
                    help="report: print the markdown tables of the results file, train nothing")
     p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
     p.add_argument("--dataset", choices=["neu_det", "synthetic"], default="neu_det")
-    p.add_argument("--variants", nargs="+", default=list(VARIANT_CONFIG), choices=list(VARIANT_CONFIG))
+    p.add_argument("--variants", nargs="+", default=list(VARIANT_PARTS), choices=list(VARIANT_PARTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
                    help="seeds for baseline and tkd (ablations use the first)")
-    p.add_argument("--teacher-iter", type=int, default=None, help="SOLVER.MAX_ITER of the teacher")
-    p.add_argument("--student-iter", type=int, default=None, help="SOLVER.MAX_ITER of every student")
+    p.add_argument("--teacher-iter", type=int, default=None,
+                   help="SOLVER.MAX_ITER of the teacher (preset none: the config's schedule scaled to it)")
+    p.add_argument("--student-iter", type=int, default=None,
+                   help="SOLVER.MAX_ITER of every student (preset none: the config's schedule scaled to it)")
     p.add_argument("--output-root", default=None,
                    help="where runs go (default output/bench_<dataset>_<detector>); put it outside the "
                         "work tree to keep checkpoints across sessions")
@@ -168,7 +176,7 @@ def main():
 
     teacher_cfg = f"configs/{folder}/{det}_R_50_FPN.yaml"
     teacher_out = root / "teacher_R_50"
-    teacher_opts = common + schedule(args.teacher_iter)
+    teacher_opts = common + schedule(teacher_cfg, args.teacher_iter, args.preset, common)
     if args.stage in ("teacher", "all"):
         train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
         save(name, results, args.results_dir)
@@ -176,15 +184,18 @@ def main():
         weights = teacher_out / "model_final.pth"
         if not weights.is_file() and set(args.variants) != {"baseline"}:
             raise SystemExit(f"teacher not trained yet ({weights}); run --stage teacher first")
-        student_plain = f"configs/{folder}/{det}_R_18_FPN.yaml"
+        student_plain = f"configs/{folder}/" + STUDENT_CONFIG.format(det=det)
         for variant in args.variants:
             seeds = args.seeds if variant in ("baseline", "tkd") else args.seeds[:1]
+            parts = VARIANT_PARTS[variant]
+            cfg = student_plain if parts is None else f"configs/{folder}/" + TKD_CONFIG.format(det=det)
+            student_schedule = schedule(cfg, args.student_iter, args.preset, common)
             for seed in seeds:
-                opts = common + ["SEED", seed] + schedule(args.student_iter)
-                if variant != "baseline":
+                opts = common + ["SEED", seed] + student_schedule
+                if parts is not None:
                     # the config the teacher was trained with (its preset and opts included)
-                    opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_out / "config.yaml", "MODEL.TKD.TEACHER.WEIGHTS", weights]
-                cfg = f"configs/{folder}/" + VARIANT_CONFIG[variant].format(det=det)
+                    opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_out / "config.yaml", "MODEL.TKD.TEACHER.WEIGHTS", weights,
+                             "MODEL.TKD.PARTS", json.dumps(parts)]
                 key = f"{variant}@{seed}"
                 train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
                 save(name, results, args.results_dir)
@@ -211,13 +222,13 @@ def report(results):
         lines.append(f"| {v} | {s['seeds']} | {s['AP50']:.1f} ({s['AP50_min']:.1f}-{s['AP50_max']:.1f}) | {gain} "
                      f"| {s['AP']:.1f} | {s['AP75']:.1f} |")
     runs = sorted(results["runs"].items(), key=lambda kv: (_rank(kv[0].split("@")[0]), kv[0]))
-    classes = [k[len("AP50-"):] for k in (runs[0][1]["bbox"] if runs else {}) if k.startswith("AP50-")]
+    classes = list(per_class_ap50_of(runs[0][1]["bbox"])) if runs else []
     lines += ["", "| run | AP50 | AP | " + " | ".join(classes) + " | train s |",
               "|---|---|---|" + "---|" * len(classes) + "---|"]
     for key, r in runs:
-        b = r["bbox"]
+        b, per_class = r["bbox"], per_class_ap50_of(r["bbox"])
         lines.append(f"| {key} | {b['AP50']:.1f} | {b['AP']:.1f} | "
-                     + " | ".join(f"{b.get('AP50-' + c, float('nan')):.1f}" for c in classes)
+                     + " | ".join(f"{per_class.get(c, float('nan')):.1f}" for c in classes)
                      + f" | {r.get('train_seconds', float('nan')):.0f} |")
     return "\n".join(lines)
 

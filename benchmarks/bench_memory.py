@@ -68,8 +68,7 @@ def main():
     samples = []
     with EventStorage() as storage:
         for step in range(args.steps):
-            storage.iter = step
-            model.set_iteration(step)
+            storage.iter = step  # the distiller reads the iteration from here
             losses = model(batches[step % len(batches)])
             optimizer.zero_grad()
             sum(losses.values()).backward()

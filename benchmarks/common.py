@@ -11,6 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import tkd_d2  # noqa: F401,E402  (adapts detectron2; must precede any detectron2 import)
+from tkd_d2.checkpoint import SafeCheckpointer
+from tkd_d2.config import load_config
+from tkd_d2.fileio import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -60,30 +63,19 @@ def write_result(name, payload, directory=None):
     directory = results_dir(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.json"
-    tmp = path.with_suffix(f".json.tmp.{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(path, payload, default=float)
     return path
 
 
 def load_cfg(path, opts=()):
-    from detectron2.config import get_cfg
-
-    from tkd_d2 import add_tkd_config
-
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    cfg.merge_from_file(str(ROOT / path) if not os.path.isabs(path) else path)
-    cfg.merge_from_list([str(o) for o in opts])
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    """A CPU config of the project (``path`` relative to the project root), not frozen."""
+    path = str(ROOT / path) if not os.path.isabs(path) else path
+    return load_config(path, opts, device="cpu", register_datasets=False, freeze=False)
 
 
 def random_teacher_weights(teacher_yaml, out_dir):
     """Weights of an untrained teacher (timing does not depend on the values)."""
     from detectron2.modeling import build_model
-
-    from tkd_d2.engine import SafeCheckpointer
 
     model = build_model(load_cfg(teacher_yaml))
     SafeCheckpointer(model, str(out_dir)).save("random_teacher")

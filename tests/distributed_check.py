@@ -8,27 +8,20 @@ from pathlib import Path
 
 import tkd_d2  # noqa: F401
 import torch
-from detectron2.config import get_cfg
 from detectron2.engine import default_setup
 from detectron2.utils import comm
 
-from tkd_d2 import add_tkd_config
-from tkd_d2.data import register_from_cfg
+from tkd_d2.config import load_config
 from tkd_d2.engine import Trainer, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(out_dir, teacher_yaml, teacher_weights, opts):
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    cfg.merge_from_file(str(ROOT / "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml"))
-    cfg.merge_from_list(list(opts) + [
+    cfg = load_config(ROOT / "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml", list(opts) + [
         "MODEL.TKD.TEACHER.CONFIG", teacher_yaml, "MODEL.TKD.TEACHER.WEIGHTS", teacher_weights,
         "OUTPUT_DIR", out_dir, "MODEL.DEVICE", "cpu",
     ])
-    register_from_cfg(cfg)
-    cfg.freeze()
     default_setup(cfg, type("Args", (), {"config_file": "", "eval_only": False})())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)

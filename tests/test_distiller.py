@@ -7,15 +7,14 @@ import pytest
 import torch
 
 import tkd_d2  # noqa: F401
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from tkd_d2 import add_tkd_config
-from tkd_d2.engine import SafeCheckpointer
-from tkd_d2.modeling import TeacherLoadError, TKDDistiller
-from tkd_d2.modeling.distiller import KDLossError
+from tkd_d2.checkpoint import SafeCheckpointer
+from tkd_d2.config import load_config
+from tkd_d2.errors import KDLossError, TeacherLoadError
+from tkd_d2.modeling import TKDDistiller
 
 KD_TERMS = {
     "loss_crd_cls", "loss_crd_box", "loss_ded_fg", "loss_ded_bg", "loss_ded_ssim",
@@ -25,12 +24,7 @@ SMALL = ["MODEL.FPN.OUT_CHANNELS", 64, "DATASETS.TRAIN", ("synthetic_defects_tra
 
 
 def _cfg(path, opts=()):
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    cfg.merge_from_file(path)
-    cfg.merge_from_list([str(x) if not isinstance(x, tuple) else str(x) for x in opts])
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    return load_config(path, opts, device="cpu", register_datasets=False, freeze=False)
 
 
 def _teacher_file(tmp_path, teacher_yaml, opts=(), thing_classes=None):
@@ -149,12 +143,30 @@ def test_warmup_ramps_kd_weights(tmp_path):
     model.train()
     values = {}
     for it in (0, 5, 10):
-        model.set_iteration(it)
         torch.manual_seed(0)
-        with EventStorage():
+        with EventStorage(start_iter=it):
             values[it] = float(model(_batch())["loss_ded_ssim"])
     assert values[0] == 0.0
     assert values[5] == pytest.approx(values[10] * 0.5, rel=1e-3)
+
+
+def test_kd_terms_train_in_detectron2s_plain_simple_trainer(tmp_path):
+    # no project hook or trainer: the KD warm-up follows detectron2's own iteration counter
+    from detectron2.engine import SimpleTrainer
+
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    cfg = _distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra=["MODEL.TKD.WARMUP_ITERS", 2])
+    model = build_model(cfg)
+    model.train()
+    batch = _batch()
+    trainer = SimpleTrainer(model, iter(lambda: batch, None), torch.optim.SGD(model.parameters(), lr=0.0))
+    trainer.train(0, 4)
+    history = trainer.storage.histories()
+    for name in KD_TERMS:
+        values = [v for v, it in history[name].values()]
+        assert values[0] == 0.0, name  # iteration 0: warm-up factor 0
+        assert values[-1] > 0.0, name  # iteration 3: past the 2-iteration warm-up
 
 
 def test_state_dict_is_the_plain_students(tmp_path):
@@ -240,7 +252,6 @@ def test_nan_loss_names_the_term_and_iteration(tmp_path, monkeypatch):
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
     model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
     model.train()
-    model.set_iteration(7)
     real = model.distill_ded.forward
 
     def nan_ssim(*args, **kwargs):
@@ -249,7 +260,7 @@ def test_nan_loss_names_the_term_and_iteration(tmp_path, monkeypatch):
         return out
 
     monkeypatch.setattr(model.distill_ded, "forward", nan_ssim)
-    with EventStorage(), pytest.raises(KDLossError, match=r"loss_ded_ssim.*iteration 7"):
+    with EventStorage(start_iter=7), pytest.raises(KDLossError, match=r"loss_ded_ssim.*iteration 7"):
         model(_batch())
 
 

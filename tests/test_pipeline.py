@@ -1,7 +1,8 @@
-"""tools/tkd_pipeline.py end to end at a tiny scale, and the report helpers it uses.
+"""tools/tkd_pipeline.py end to end at a tiny scale, the library under it (tkd_d2.pipeline),
+and the report helpers it uses.
 
 The end-to-end run (16 train / 8 test synthetic images of 128 px, 2 iterations per
-training, batch 2) takes about two minutes on 2 CPU cores; the reruns reuse it.
+training, batch 2) takes a few minutes on 2 CPU cores; the reruns reuse it.
 """
 import json
 import math
@@ -94,6 +95,7 @@ def pipeline(tmp_path_factory):
     return {"tmp": tmp, "out": out, "env": env, "first": proc}
 
 
+@pytest.mark.slow
 def test_first_run_completes_every_stage(pipeline):
     proc = pipeline["first"]
     assert proc.returncode == 0, explain(proc)
@@ -105,6 +107,9 @@ def test_first_run_completes_every_stage(pipeline):
     # the distilled checkpoint is evaluated with the plain student config
     eval_tkd = next(c for c in commands if "--eval-only" in c and "/tkd/model_final.pth" in c)
     assert "retinanet_R_18_FPN.yaml" in eval_tkd and "tkd_retinanet" not in eval_tkd
+    # the TKD student's teacher is built from the config its training dumped (overrides included)
+    train_tkd = next(c for c in commands if "tkd_retinanet" in c)
+    assert f"MODEL.TKD.TEACHER.CONFIG {pipeline['out'] / 'teacher' / 'config.yaml'}" in train_tkd
     # detectron2's own training log is streamed
     assert "Starting training from iteration 0" in proc.stdout
     out = pipeline["out"]
@@ -117,6 +122,7 @@ def test_first_run_completes_every_stage(pipeline):
         (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_report_numbers_are_those_of_ap_results(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out = pipeline["out"]
@@ -142,6 +148,7 @@ def test_report_numbers_are_those_of_ap_results(pipeline):
         assert not math.isnan(bbox["AP"])  # score threshold 0: real numbers were compared
 
 
+@pytest.mark.slow
 def test_pictures_curves_and_links(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out = pipeline["out"]
@@ -161,6 +168,7 @@ def test_pictures_curves_and_links(pipeline):
     assert any(k.startswith("teacher") for k in speed) and len(speed) == 3, speed
 
 
+@pytest.mark.slow
 def test_stage_file_records_wall_times_and_commands(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out = pipeline["out"]
@@ -177,6 +185,7 @@ def test_stage_file_records_wall_times_and_commands(pipeline):
     assert "| 2 train teacher |" in report
 
 
+@pytest.mark.slow
 def test_rerun_reuses_finished_stages(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out, env = pipeline["out"], pipeline["env"]
@@ -191,6 +200,7 @@ def test_rerun_reuses_finished_stages(pipeline):
     assert "reused from an earlier run" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_redo_runs_a_stage_and_what_depends_on_it_again(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out, env = pipeline["out"], pipeline["env"]
@@ -206,6 +216,7 @@ def test_redo_runs_a_stage_and_what_depends_on_it_again(pipeline):
     assert changed == {str(tkd_results)}, changed
 
 
+@pytest.mark.slow
 def test_changed_settings_are_not_silently_reused(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out, env = pipeline["out"], pipeline["env"]
@@ -218,6 +229,7 @@ def test_changed_settings_are_not_silently_reused(pipeline):
     assert mtimes(out) == before
 
 
+@pytest.mark.slow
 def test_failing_stage_is_named_with_its_log(pipeline):
     out = pipeline["tmp"] / "failing"
     # a ResNet depth that does not exist: the config loads, the teacher's training fails
@@ -233,12 +245,16 @@ def test_failing_stage_is_named_with_its_log(pipeline):
     assert status["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_bad_config_key_fails_before_any_training(pipeline):
     out = pipeline["tmp"] / "bad_key"
     proc = run_pipeline(out, pipeline["env"], "--tiny", "--opts", "MODEL.NOT_A_KEY", "1",
                         cwd=str(pipeline["tmp"]))
     assert proc.returncode == 1, explain(proc)
     assert "stage 1/6 (data) failed" in proc.stderr and "MODEL.NOT_A_KEY" in proc.stderr
+    # one line, no traceback
+    assert [l for l in proc.stderr.splitlines() if l.strip()] == \
+        [next(l for l in proc.stderr.splitlines() if "tkd_pipeline.py: error:" in l)], proc.stderr
     assert not (out / "teacher").exists()
     assert json.loads((out / "stages.json").read_text())["stages"]["data"]["status"] == "failed"
 
@@ -295,3 +311,76 @@ def test_report_shows_nan_and_missing_classes_as_na(tmp_path):
     classes = table_rows(section(text, "### Per-class AP50"))
     assert classes["a"] == ["90.00", "60.00", "n/a"] and classes["b"] == ["n/a", "n/a", "n/a"]
     assert "| 2 train teacher | 1 min 15 s | done |" in text
+
+
+# ------------------------------------------------------------------------------ library
+def test_options_fill_in_defaults_and_expand_redo(tmp_path):
+    from tkd_d2.errors import ConfigError
+    from tkd_d2.pipeline import MODELS as STAGE_MODELS
+    from tkd_d2.pipeline import TINY_MAX_ITER, PipelineOptions
+
+    options = PipelineOptions(tiny=True, redo=["eval,pictures"], output=str(tmp_path / "o")).resolved()
+    assert options.max_iter == TINY_MAX_ITER and options.speed_iters == [1, 3]
+    assert options.redo == {f"eval_{m}" for m in STAGE_MODELS} | {"pictures"}
+    assert options.output == str(tmp_path / "o")
+    assert options.resolved() == options  # resolving twice changes nothing
+    assert PipelineOptions(redo=["all"]).resolved().redo >= {"teacher", "baseline", "tkd", "speed"}
+    for bad in (dict(redo=["nope"]), dict(opts=["MODEL.DEVICE"]), dict(num_images=-1),
+                dict(max_iter=0), dict(speed_iters=[1, 0]), dict(detector="yolo"),
+                dict(dataset="coco")):
+        with pytest.raises(ConfigError):
+            PipelineOptions(**bad).resolved()
+
+
+def test_pipeline_needs_the_project_root(tmp_path):
+    from tkd_d2.errors import ConfigError
+    from tkd_d2.pipeline import Pipeline, PipelineOptions
+
+    with pytest.raises(ConfigError, match="train_net.py"):
+        Pipeline(PipelineOptions(output=str(tmp_path / "out")), project_root=str(tmp_path))
+
+
+def test_stage_runner_names_the_failing_stage_and_its_log(tmp_path, capsys):
+    from tkd_d2.errors import ConfigError, TKDError
+    from tkd_d2.pipeline import SettingsChanged, Stage, StageError, StageRunner
+
+    script = tmp_path / "fail.py"
+    script.write_text("import sys\nprint('child output')\nsys.exit(3)\n")
+    runner = StageRunner(tmp_path / "out", {"first": Stage(1), "second": Stage(2, ("first",))},
+                         cwd=tmp_path)
+    with pytest.raises(StageError) as failed:
+        runner.timed("first", lambda: runner.run_command("first", [sys.executable, str(script)]))
+    log = runner.log_path("first")
+    assert str(failed.value) == f"stage 1/2 (first) failed: fail.py exited with code 3. Log: {log}"
+    assert capsys.readouterr().out.startswith(f"$ {sys.executable} fail.py\n")  # relative to cwd
+    assert "child output" in Path(log).read_text()
+    assert runner.status.get("first")["status"] == "failed"
+    assert runner.forced("second") is None  # a failed stage did not run
+
+    runner.timed("first", lambda: None)
+    assert runner.forced("second") == "first was run again"
+    # the project's errors explain themselves; anything else is named by its type
+    with pytest.raises(StageError, match=r"^stage 2/2 \(second\) failed: no key X\. Log: "):
+        runner.in_process("second", lambda: (_ for _ in ()).throw(ConfigError("no key X.")))
+    with pytest.raises(StageError, match=r"failed: ZeroDivisionError: division by zero\. Log: "):
+        runner.in_process("second", lambda: 1 / 0)
+    assert "Traceback" in Path(runner.log_path("second")).read_text()
+
+    runner.status.update("second", settings={"opts": ["A", "1"]})
+    runner.check_settings("second", {"opts": ["A", "1"]})
+    with pytest.raises(SettingsChanged, match="--redo second") as changed:
+        runner.check_settings("second", {"opts": ["A", "2"]})
+    assert isinstance(changed.value, TKDError)
+    with pytest.raises(RuntimeError, match="outside"):
+        runner.remove(str(tmp_path / "fail.py"))
+
+
+def test_speed_section_rows_and_note():
+    from tkd_d2.report import speed_section
+
+    measured = {"params": 10, "images_per_second": 2.0, "ms_per_image": 500.0, "warmup": 1,
+                "iters": 3, "threads": 2, "input_sizes": [[128, 128]]}
+    section_ = speed_section({"teacher": dict(measured, params=20), "student": measured}, "T", "S")
+    assert [(r["label"], r["params"]) for r in section_["rows"]] == [("T", 20), ("S", 10)]
+    assert "1 warm-up + 3" in section_["note"] and "128x128 px" in section_["note"]
+    assert speed_section(None, "T", "S") is None

@@ -13,12 +13,11 @@ import torch
 from helpers import ROOT, TINY, run_train_net
 
 import tkd_d2  # noqa: F401
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-from tkd_d2 import add_tkd_config
-from tkd_d2.engine import SafeCheckpointer
-import tkd_d2.engine.checkpoint as checkpoint_module
+from tkd_d2.checkpoint import SafeCheckpointer
+from tkd_d2.config import load_config
+import tkd_d2.checkpoint as checkpoint_module
 
 STUDENT = "configs/Synthetic/retinanet_R_18_FPN.yaml"
 TKD = "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml"
@@ -26,10 +25,7 @@ TKD = "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml"
 
 def _random_teacher(tmp_path):
     """An (untrained) R-18 teacher saved like a real one: fast, and enough for mechanics."""
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    cfg.merge_from_file(str(ROOT / STUDENT))
-    cfg.MODEL.DEVICE = "cpu"
+    cfg = load_config(ROOT / STUDENT, device="cpu", register_datasets=False)
     SafeCheckpointer(build_model(cfg), str(tmp_path)).save("teacher")
     return ["MODEL.TKD.TEACHER.CONFIG", STUDENT, "MODEL.TKD.TEACHER.WEIGHTS", tmp_path / "teacher.pth"]
 
@@ -151,11 +147,7 @@ def test_two_process_tkd_keeps_ranks_in_sync(tmp_path):
 
 
 def _student_cfg():
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    cfg.merge_from_file(str(ROOT / STUDENT))
-    cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    return load_config(ROOT / STUDENT, device="cpu", register_datasets=False, freeze=False)
 
 
 @pytest.mark.parametrize("override, message", [

@@ -37,7 +37,7 @@ def weights(tmp_path_factory):
     import torch
     from detectron2.modeling import build_model
 
-    from tkd_d2.visualization import load_config
+    from tkd_d2.config import load_config
 
     torch.manual_seed(0)
     model = build_model(load_config(STUDENT_CONFIG, SMALL, device="cpu"))

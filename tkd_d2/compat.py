@@ -1,8 +1,11 @@
 """The one place that adapts to the detectron2 build at hand.
 
 The PyPI snapshot of detectron2 (``pb1-detectron2==0.6``) installs without its C++ extension
-and predates current Pillow / setuptools / torch. Each shim below is a no-op where the
-installed detectron2 (or its dependency) does not need it, and none edits installed files:
+and predates current Pillow / setuptools / torch. ``import tkd_d2`` calls :func:`apply`, which
+runs the shims listed in ``SHIMS`` (in that order) before anything imports detectron2. The
+shims that are needed rebind module globals of detectron2 or its dependencies *in memory*
+(never editing installed files), and each is a no-op where the build at hand does not need
+it; ``applied_shims`` names the ones installed. The shims:
 
 * ``detectron2._C`` missing → a stand-in module whose every op raises :class:`MissingCExtensionError`
   naming the op, so ``detectron2.layers`` and ``detectron2.evaluation`` import. Nothing this
@@ -15,17 +18,29 @@ installed detectron2 (or its dependency) does not need it, and none edits instal
   (32 groups do not divide 1 channel) → that probe gets a 32-channel norm instead.
 * ``create_ddp_model`` passes ``device_ids=[local_rank]`` even for a CPU model, which
   DistributedDataParallel refuses → for CPU models it passes ``device_ids=None``.
-* ``detectron2.engine.launch`` asserts CUDA → :func:`tkd_d2.engine.launch.launch` runs
-  the same workers on CPU with the gloo backend.
 
-:func:`apply` is called by ``tkd_d2/__init__.py`` before anything imports detectron2.
+Capabilities the rest of the project asks about here (nothing else probes the build):
+
+* ``HAS_C_EXTENSION``: detectron2's C++ ops (the fast COCO evaluator needs them).
+* :func:`d2_launch_runs_on_cpu`: whether ``detectron2.engine.launch`` starts CPU (gloo)
+  workers; the 0.6 snapshot asserts CUDA, so :func:`tkd_d2.engine.launch.launch` starts them.
+* :func:`create_local_process_group`: detectron2's per-machine process group, through
+  ``comm.create_local_process_group`` where the build has it (the snapshot has not: there
+  it is set the way the snapshot's own launch sets it).
 """
 import importlib.util
 import sys
 import types
 import warnings
 
-__all__ = ["apply", "MissingCExtensionError", "HAS_C_EXTENSION", "applied_shims"]
+__all__ = [
+    "apply",
+    "MissingCExtensionError",
+    "HAS_C_EXTENSION",
+    "applied_shims",
+    "d2_launch_runs_on_cpu",
+    "create_local_process_group",
+]
 
 HAS_C_EXTENSION = None  # set by apply(): whether detectron2._C is a real compiled extension
 applied_shims = []  # names of the shims apply() installed, for `collect_env`-style reports
@@ -159,15 +174,53 @@ def _quiet_library_warnings():
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning)
 
 
+# Every shim, in the order apply() runs them (each checks whether it is needed).
+SHIMS = (
+    _quiet_library_warnings,
+    _shim_pillow,
+    _shim_pkg_resources,
+    _shim_c_extension,
+    _shim_retinanet_norm_probe,
+    _shim_cpu_ddp,
+)
+
+
 def apply():
     """Install every shim the current environment needs (idempotent)."""
     global _APPLIED
     if _APPLIED:
         return
-    _quiet_library_warnings()
-    _shim_pillow()
-    _shim_pkg_resources()
-    _shim_c_extension()
-    _shim_retinanet_norm_probe()
-    _shim_cpu_ddp()
+    for shim in SHIMS:
+        shim()
     _APPLIED = True
+
+
+def d2_launch_runs_on_cpu():
+    """Whether detectron2's ``launch`` starts gloo workers when there is no GPU (upstream
+    does; the 0.6 snapshot asserts CUDA in every worker)."""
+    import inspect
+
+    from detectron2.engine import launch as launch_module
+
+    try:
+        source = inspect.getsource(launch_module._distributed_worker)
+    except (AttributeError, OSError, TypeError):
+        return False
+    return "gloo" in source.lower()
+
+
+def create_local_process_group(procs_per_machine, machine_rank, world_size):
+    """Create detectron2's local (per-machine) process group in a worker process."""
+    import torch.distributed as dist
+    from detectron2.utils import comm
+
+    if hasattr(comm, "create_local_process_group"):
+        comm.create_local_process_group(procs_per_machine)
+        return
+    # The snapshot: comm reads a module global that its own launch sets like this.
+    assert comm._LOCAL_PROCESS_GROUP is None
+    for i in range(world_size // procs_per_machine):
+        ranks_on_i = list(range(i * procs_per_machine, (i + 1) * procs_per_machine))
+        group = dist.new_group(ranks_on_i)
+        if i == machine_rank:
+            comm._LOCAL_PROCESS_GROUP = group

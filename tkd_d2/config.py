@@ -1,7 +1,41 @@
-"""Every config key this project adds, with its meaning. Defaults follow the TKD paper."""
-from detectron2.config import CfgNode as CN
+"""The project's configs: every key it adds (with its meaning; defaults follow the TKD paper),
+and the one way to load a config file.
 
-__all__ = ["add_tkd_config"]
+* :func:`add_tkd_config`: the project's keys on a detectron2 ``get_cfg()`` node.
+* :func:`load_config`: yaml + ``KEY VALUE`` overrides → a checked, frozen config, its datasets
+  registered, relative teacher paths resolved (see :func:`resolve_config_reference`).
+* :func:`student_cfg`: a TKD distiller config → the plain student config it trains.
+* :func:`schedule_overrides`: overrides that train a config for N iterations, schedule scaled.
+"""
+import difflib
+import os
+
+import yaml
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+from .data import assert_datasets_registered, register_from_cfg
+from .errors import ConfigError
+
+__all__ = [
+    "add_tkd_config",
+    "load_config",
+    "student_cfg",
+    "resolve_config_reference",
+    "schedule_overrides",
+    "PACKAGE_DIR",
+    "PACKAGE_CONFIGS",
+    "TKD_PARTS",
+    "is_distiller_config",
+]
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# The project's configs/, shipped with the package (a link in the source tree, package data
+# in an installed copy; see setup.py).
+PACKAGE_CONFIGS = os.path.join(PACKAGE_DIR, "configs")
+DISTILLER = "TKDDistiller"
+TKD_PARTS = ("crd", "ded", "drd")
 
 
 def add_tkd_config(cfg):
@@ -57,13 +91,18 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- TKD distiller
     _C.MODEL.TKD = CN()
     _C.MODEL.TKD.TEACHER = CN()
-    # A normal config yaml of this project describing the teacher detector.
+    # A normal config yaml of this project describing the teacher detector. A relative path
+    # is found next to the yaml that names it (overrides: the working directory), then in
+    # the package's configs (e.g. "NEU-DET/retinanet_R_50_FPN.yaml").
     _C.MODEL.TKD.TEACHER.CONFIG = ""
     # The teacher's trained weights (.pth / .pkl). Required: a random teacher is an error.
     _C.MODEL.TKD.TEACHER.WEIGHTS = ""
     # Meta-architecture of the student described by this config's MODEL.* keys
     # ("RetinaNet" or "FCOSDetector"); MODEL.META_ARCHITECTURE is "TKDDistiller".
     _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"
+    # The parts of TKD that run; a part left out is not computed (its weights count as 0).
+    # Ablations: MODEL.TKD.PARTS '["crd"]' (CRD alone), '["ded"]', '["drd"]'.
+    _C.MODEL.TKD.PARTS = list(TKD_PARTS)
     # Every KD weight ramps linearly from 0 to its value over this many iterations.
     # (The untrained student's KD gradients are large at first.)
     _C.MODEL.TKD.WARMUP_ITERS = 100
@@ -131,3 +170,154 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
     return cfg
+
+
+# ---------------------------------------------------------------------------- loading
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        if hasattr(v, "items"):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def _explain_key_error(cfg, err, source):
+    text = str(err.args[0]) if err.args else str(err)
+    key = text.split(":", 1)[-1].strip() if "Non-existent" in text else text
+    hint = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+    hint = f" Did you mean {', '.join(hint)}?" if hint else ""
+    return ConfigError(
+        f"Config key {key} (from {source}) does not exist.{hint} The project's keys are listed, "
+        "with comments, in tkd_d2/config.py; detectron2's in detectron2/config/defaults.py."
+    )
+
+
+def _yaml_setting(config_file, keys):
+    """The file of ``config_file``'s ``_BASE_`` chain whose value of ``keys`` wins the merge
+    (the child nearest the top that sets it), or None."""
+    path = config_file
+    while path:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        node = raw
+        for k in keys:
+            node = node.get(k) if isinstance(node, dict) else None
+        if node is not None:
+            return path
+        base = raw.get("_BASE_")
+        if not base:
+            return None
+        base = os.path.expanduser(base)
+        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+    return None
+
+
+def resolve_config_reference(value, naming_file=None):
+    """An absolute path for a config file that a config names (e.g. the teacher's).
+
+    A relative ``value`` is looked up next to ``naming_file`` (the yaml that names it; None for
+    a command-line override: the working directory), then in the package's configs
+    (:data:`PACKAGE_CONFIGS`, with or without a leading ``configs/``). If none exists, the
+    first candidate is returned so that the error names it.
+    """
+    if not value or os.path.isabs(value):
+        return value
+    first = os.path.dirname(os.path.abspath(naming_file)) if naming_file else os.getcwd()
+    candidates = [os.path.join(d, value) for d in (first, PACKAGE_CONFIGS, PACKAGE_DIR)]
+    return os.path.abspath(next((c for c in candidates if os.path.isfile(c)), candidates[0]))
+
+
+def _merge_opts(cfg, opts):
+    try:
+        cfg.merge_from_list(list(opts))
+    except KeyError as e:
+        raise _explain_key_error(cfg, e, "the command line") from None
+    except AssertionError as e:
+        if "Non-existent" in str(e):
+            raise _explain_key_error(cfg, e, "the command line") from None
+        raise ConfigError(f"Command-line overrides must be KEY VALUE pairs: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"Command-line overrides {list(opts)}: {e}") from None
+
+
+def load_config(config_file, opts=(), *, device=None, student=False, register_datasets=True,
+                freeze=True):
+    """The project config of ``config_file`` with ``KEY VALUE`` ``opts`` applied.
+
+    ``MODEL.TKD.TEACHER.CONFIG`` becomes an absolute path (:func:`resolve_config_reference`),
+    so a dumped ``config.yaml`` names the same teacher from anywhere. ``device`` sets
+    MODEL.DEVICE (default: as configured, the CPU when no GPU is present). ``student``: a
+    TKD config becomes its plain student config. ``register_datasets``: register the
+    datasets the config describes and check that its DATASETS.TRAIN / TEST exist.
+    Raises :class:`~tkd_d2.errors.ConfigError` naming the file or key at fault.
+    """
+    import torch
+
+    config_file = os.fspath(config_file)
+    if not os.path.isfile(config_file):
+        raise ConfigError(f"config file not found: {config_file}")
+    cfg = get_cfg()
+    add_tkd_config(cfg)
+    try:
+        cfg.merge_from_file(config_file)
+    except KeyError as e:
+        raise _explain_key_error(cfg, e, config_file) from None
+    except (yaml.YAMLError, AssertionError, ValueError, TypeError) as e:
+        raise ConfigError(f"config {config_file}: {type(e).__name__}: {e}") from None
+    opts = [str(o) for o in opts]
+    _merge_opts(cfg, opts)
+    teacher = cfg.MODEL.TKD.TEACHER.CONFIG
+    if teacher:
+        from_command_line = "MODEL.TKD.TEACHER.CONFIG" in opts[::2]
+        naming = None if from_command_line else _yaml_setting(config_file, ("MODEL", "TKD", "TEACHER", "CONFIG"))
+        cfg.MODEL.TKD.TEACHER.CONFIG = resolve_config_reference(teacher, naming)
+    unknown = [p for p in cfg.MODEL.TKD.PARTS if p not in TKD_PARTS]
+    if unknown:
+        raise ConfigError(f"MODEL.TKD.PARTS: {unknown} not among {list(TKD_PARTS)}")
+    if device:
+        cfg.MODEL.DEVICE = device
+    elif cfg.MODEL.DEVICE != "cpu" and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    if student:
+        cfg = student_cfg(cfg)
+    if register_datasets:
+        register_from_cfg(cfg)
+        assert_datasets_registered(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def is_distiller_config(cfg):
+    return cfg.MODEL.META_ARCHITECTURE == DISTILLER
+
+
+def student_cfg(cfg):
+    """The plain student config of a TKD distiller config (the distiller's MODEL.* keys describe
+    the student, whose weights its checkpoint holds); any other config as it is."""
+    if not is_distiller_config(cfg):
+        return cfg
+    frozen = cfg.is_frozen()
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.META_ARCHITECTURE = cfg.MODEL.TKD.STUDENT_META_ARCHITECTURE
+    if frozen:
+        out.freeze()
+    return out
+
+
+def schedule_overrides(cfg, max_iter, tkd=False):
+    """``KEY VALUE`` overrides that train ``cfg`` for ``max_iter`` iterations with its
+    schedule (LR steps, warm-up, and with ``tkd`` the KD warm-up) scaled to match."""
+    base = max(1, int(cfg.SOLVER.MAX_ITER))
+    scale = max_iter / base
+    steps = sorted({max(1, int(round(s * scale))) for s in cfg.SOLVER.STEPS})
+    steps = [s for s in steps if s < max_iter]
+    opts = [
+        "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")",
+        "SOLVER.WARMUP_ITERS", str(min(max_iter, int(round(cfg.SOLVER.WARMUP_ITERS * scale)))),
+    ]
+    if tkd:
+        opts += ["MODEL.TKD.WARMUP_ITERS", str(int(round(cfg.MODEL.TKD.WARMUP_ITERS * scale)))]
+    return opts

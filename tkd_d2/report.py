@@ -7,7 +7,8 @@ Everything in the report is read from files the runs wrote or measured by this m
 * training curves: detectron2's ``metrics.json`` (one JSON object per line);
 * size and speed: :func:`count_parameters` and :func:`measure_cpu_speed` (batch 1, warm-up,
   then timed iterations on real test images);
-* wall times: what the pipeline measured and stored in its stage status file.
+* wall times: what the pipeline (:mod:`tkd_d2.pipeline`) measured and stored in its stage
+  status file.
 """
 import json
 import math
@@ -15,14 +16,17 @@ import os
 import time
 from collections import OrderedDict
 
+from .evaluation import load_ap_results, per_class_ap50_of
+from .fileio import atomic_write
+
 __all__ = [
     "KD_PREFIXES",
     "count_parameters",
     "fmt_number",
-    "load_ap_results",
     "load_metrics",
     "measure_cpu_speed",
     "plot_training_curves",
+    "speed_section",
     "split_loss_keys",
     "write_report",
 ]
@@ -33,19 +37,6 @@ KD_PREFIXES = ("loss_crd_", "loss_ded_", "loss_drd_")
 
 
 # ------------------------------------------------------------------------------ reading
-def load_ap_results(path):
-    """``{"dataset": name, "bbox": {"AP": ..., "AP50-<class>": ...}}`` as written by the
-    project's evaluator. Raises ``FileNotFoundError`` / ``ValueError`` with the path."""
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(data, dict) or not isinstance(data.get("bbox"), dict):
-        raise ValueError(f"{path} has no 'bbox' results (expected the evaluator's ap_results.json)")
-    return data
-
-
 def load_metrics(path):
     """The records of a detectron2 ``metrics.json``, one per iteration, sorted.
 
@@ -184,6 +175,27 @@ def measure_cpu_speed(model, inputs, warmup=3, iters=10):
     }
 
 
+def speed_section(result, teacher_label, student_label):
+    """The report's size-and-speed section (``summary["speed"]`` of :func:`write_report`) from
+    ``{"teacher": ..., "student": ...}`` results of :func:`measure_cpu_speed` with a
+    ``params`` count each; None when nothing was measured."""
+    if not result:
+        return None
+    shown = ("params", "images_per_second", "ms_per_image")
+    rows = [dict(label=teacher_label, **{k: result["teacher"][k] for k in shown}),
+            dict(label=student_label, **{k: result["student"][k] for k in shown})]
+    student = result["student"]
+    sizes = ", ".join("x".join(map(str, hw)) for hw in student["input_sizes"])
+    note = (
+        f"Measured on this machine's CPU, batch 1, {student['warmup']} warm-up + {student['iters']} "
+        f"timed iterations over test images (input {sizes} px after resizing, whole "
+        f"forward pass including post-processing), {student['threads']} torch threads; "
+        "images/s and ms/image from the median iteration. Other processes on the "
+        "machine affect the numbers."
+    )
+    return {"rows": rows, "note": note}
+
+
 # ------------------------------------------------------------------------------ writing
 def fmt_number(value, digits=2):
     """``value`` rounded for a table; NaN / missing → ``n/a``."""
@@ -220,12 +232,13 @@ def _md_table(headers, rows):
 
 
 def write_report(path, summary):
-    """Write the Markdown report ``path`` from ``summary`` (built by tools/tkd_pipeline.py):
+    """Write the Markdown report ``path`` from ``summary`` (built by
+    :meth:`tkd_d2.pipeline.Pipeline.summary`):
 
     * ``title``, ``intro`` (lines), ``dataset`` (test set name)
     * ``models``: [{"key", "label", "ap_results": path or None}] in display order
     * ``speed``: {"rows": [{"label", "params", "images_per_second", "ms_per_image"}],
-      "note"} or None
+      "note"} or None (see :func:`speed_section`)
     * ``stages``: [{"label", "seconds", "status", "note"}]
     * ``curves``: PNG path or None; ``pictures``: [PNG paths]
     * ``commands``: [(label, command string)]
@@ -258,17 +271,11 @@ def write_report(path, summary):
                 deltas.append(f"{k} {b - a:+.2f}")
         if deltas:
             lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
-    classes = []
-    for m in models:
-        for k in results.get(m["key"], {}).get("bbox", {}):
-            if k.startswith("AP50-") and k[len("AP50-"):] not in classes:
-                classes.append(k[len("AP50-"):])
+    per_class = {m["key"]: per_class_ap50_of(results.get(m["key"], {}).get("bbox", {})) for m in models}
+    classes = list(dict.fromkeys(c for m in models for c in per_class[m["key"]]))
     if classes:
         lines += ["### Per-class AP50 (%)", ""]
-        rows = [
-            [c] + [fmt_number(results.get(m["key"], {}).get("bbox", {}).get(f"AP50-{c}")) for m in models]
-            for c in classes
-        ]
+        rows = [[c] + [fmt_number(per_class[m["key"]].get(c)) for m in models] for c in classes]
         lines += [_md_table(["class"] + [m["label"] for m in models], rows), ""]
         lines += ["n/a: the class has no ground truth in the test set, or no result.", ""]
 
@@ -328,8 +335,5 @@ def write_report(path, summary):
                 lines += [f"### {m['label']}", "", "```json",
                           json.dumps(results[m["key"]], indent=2), "```", ""]
     text = "\n".join(lines).rstrip() + "\n"
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, text)
     return text

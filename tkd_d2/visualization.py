@@ -1,11 +1,10 @@
 """Draw what a detector sees: predictions and ground truth with detectron2's Visualizer.
 
 One drawing path for ``tools/visualize.py`` (a folder of images) and the side-by-side
-pictures of ``tools/tkd_pipeline.py`` (ground truth | teacher | baseline | TKD):
+pictures of the pipeline (ground truth | teacher | baseline | TKD). Predictions come from
+:class:`tkd_d2.engine.Predictor`; this module only reads images and draws:
 
-* :func:`load_config` / :class:`Predictor`: a project config + checkpoint → a CPU/GPU predictor
-  (a TKD distiller config is turned into its plain student: the distilled checkpoint is the
-  student's weights);
+* :func:`list_images`, :func:`read_image`: input images, with clear errors;
 * :func:`draw_predictions`, :func:`draw_ground_truth`: one panel each, class names and scores
   on the boxes, one colour per class in every panel;
 * :func:`side_by_side`: titled panels in a row; :func:`save_png`.
@@ -15,15 +14,15 @@ import os
 
 import numpy as np
 
+from .errors import TKDError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "VisualizationError",
-    "Predictor",
     "class_metadata",
     "draw_ground_truth",
     "draw_predictions",
     "list_images",
-    "load_config",
     "read_image",
     "save_png",
     "side_by_side",
@@ -37,8 +36,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 MIN_PANEL_SIDE = 400
 
 
-class VisualizationError(RuntimeError):
-    """A user-facing problem (missing file, unreadable image, empty folder, bad weights)."""
+class VisualizationError(TKDError, RuntimeError):
+    """A user-facing problem (missing file, unreadable image, empty folder)."""
 
 
 # ------------------------------------------------------------------------------ inputs
@@ -91,103 +90,6 @@ def read_image(path, format="BGR"):
     if image.ndim == 2:  # e.g. format "L"
         image = np.repeat(image[:, :, None], 3, axis=2)
     return np.ascontiguousarray(image)
-
-
-# ------------------------------------------------------------------------------ model
-def load_config(config_file, opts=(), device=None):
-    """A frozen project config from ``config_file`` + ``KEY VALUE`` ``opts``, its datasets
-    registered. A TKD distiller config becomes its plain student config."""
-    import torch
-
-    from detectron2.config import get_cfg
-
-    from . import add_tkd_config
-    from .data import register_from_cfg
-
-    if not os.path.isfile(config_file):
-        raise VisualizationError(f"config file not found: {config_file}")
-    cfg = get_cfg()
-    add_tkd_config(cfg)
-    try:
-        cfg.merge_from_file(config_file)
-        cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError, ValueError) as e:
-        raise VisualizationError(f"config {config_file} (with overrides {list(opts)}): {e}") from e
-    if cfg.MODEL.META_ARCHITECTURE == "TKDDistiller":
-        # The distiller's MODEL.* keys describe the student; its checkpoint is the student's.
-        cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.TKD.STUDENT_META_ARCHITECTURE
-        logger.info("%s is a TKD config: using its student (%s)", config_file,
-                    cfg.MODEL.META_ARCHITECTURE)
-    if device:
-        cfg.MODEL.DEVICE = device
-    elif not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.WEIGHTS = ""
-    register_from_cfg(cfg)
-    cfg.freeze()
-    return cfg
-
-
-def load_weights(model, weights):
-    """Load ``weights`` into ``model``; raise if the file is missing or does not fit."""
-    from .engine.checkpoint import SafeCheckpointer
-
-    if not weights or not os.path.isfile(weights):
-        raise VisualizationError(f"weights file not found: {weights}")
-    checkpointer = SafeCheckpointer(model)
-    try:
-        checkpoint = checkpointer._load_file(weights)
-    except RuntimeError as e:
-        raise VisualizationError(str(e)) from e
-    incompatible = checkpointer._load_model(checkpoint)
-    problems = []
-    if incompatible.missing_keys:
-        problems.append(f"{len(incompatible.missing_keys)} tensors missing "
-                        f"(e.g. {list(incompatible.missing_keys)[:3]})")
-    if incompatible.incorrect_shapes:
-        problems.append(f"{len(incompatible.incorrect_shapes)} of the wrong shape "
-                        f"(e.g. {[k for k, *_ in incompatible.incorrect_shapes][:3]})")
-    if problems:
-        raise VisualizationError(
-            f"weights {weights} do not fit the model of this config: " + "; ".join(problems)
-            + ". Use the config the checkpoint was trained with (for a TKD checkpoint, the "
-            "plain student config or the TKD config itself)."
-        )
-    return checkpoint
-
-
-class Predictor:
-    """detectron2's ``DefaultPredictor`` (resize as in testing, one image in, ``Instances``
-    out), loading with the project's checkpointer and failing loudly on a misfit."""
-
-    def __init__(self, cfg, weights):
-        import detectron2.data.transforms as T
-        from detectron2.modeling import build_model
-
-        self.cfg = cfg
-        self.model = build_model(cfg)
-        self.model.eval()
-        self.checkpoint_classes = load_weights(self.model, weights).get("thing_classes")
-        self.aug = T.ResizeShortestEdge(
-            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
-        )
-        self.input_format = cfg.INPUT.FORMAT
-
-    def preprocess(self, image_bgr):
-        """The model input dict for a BGR uint8 image."""
-        import torch
-
-        image = image_bgr[:, :, ::-1] if self.input_format == "RGB" else image_bgr
-        height, width = image.shape[:2]
-        resized = self.aug.get_transform(image).apply_image(image)
-        tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
-        return {"image": tensor, "height": height, "width": width}
-
-    def __call__(self, image_bgr):
-        import torch
-
-        with torch.no_grad():
-            return self.model([self.preprocess(image_bgr)])[0]["instances"].to("cpu")
 
 
 # ------------------------------------------------------------------------------ drawing

@@ -74,16 +74,18 @@ def main(argv=None):
     from detectron2.data import MetadataCatalog
     from detectron2.utils.logger import setup_logger
 
-    from tkd_d2.data import DatasetFormatError, assert_datasets_registered
+    from tkd_d2.config import load_config
+    from tkd_d2.data import assert_datasets_registered
+    from tkd_d2.engine import Predictor
+    from tkd_d2.errors import TKDError
     from tkd_d2.visualization import (
-        Predictor, VisualizationError, class_metadata, draw_predictions, list_images,
-        load_config, read_image, save_png,
+        VisualizationError, class_metadata, draw_predictions, list_images, read_image, save_png,
     )
 
     setup_logger(name="tkd_d2", abbrev_name="tkd_d2")
     try:
         images = list_images(args.input)
-        cfg = load_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, args.opts, student=True)
         dataset = args.dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
         class_names = None
         if dataset:
@@ -105,13 +107,13 @@ def main(argv=None):
         os.makedirs(args.output, exist_ok=True)
         for path, name in zip(images, output_names(images)):
             image_bgr = read_image(path, format="BGR")
-            instances = predictor(image_bgr)
+            instances = predictor(image_bgr)["instances"].to("cpu")
             shown = int((instances.scores >= args.score_thresh).sum()) if instances.has("scores") else len(instances)
             picture = draw_predictions(image_bgr[:, :, ::-1], instances, metadata, args.score_thresh)
             out = save_png(os.path.join(args.output, name), picture)
             print(f"{path}: {shown} detection(s) with score >= {args.score_thresh:g} -> {out}",
                   flush=True)
-    except (VisualizationError, DatasetFormatError) as e:
+    except TKDError as e:
         sys.exit(f"visualize.py: error: {e}")
     print(f"Drew {len(images)} image(s) into {args.output}")
     return 0

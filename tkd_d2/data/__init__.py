@@ -15,13 +15,14 @@ from .builtin import (
     train_thing_classes,
 )
 from .coco import load_coco_instances, register_coco
-from .errors import DatasetFormatError, DatasetNotRegisteredError, ImageReadError
+from ..errors import DatasetFormatError, DatasetNotRegisteredError, ImageReadError
 from .mapper import TKDDatasetMapper
 from .synthetic import (
     SYNTHETIC_CLASSES,
     generate_synthetic_defects,
     register_synthetic_defects,
     synthetic_cache_dir,
+    synthetic_dataset_cached,
 )
 from .voc import load_voc_instances, register_voc, write_voc_annotation
 
@@ -45,6 +46,7 @@ __all__ = [
     "register_synthetic_defects",
     "register_voc",
     "synthetic_cache_dir",
+    "synthetic_dataset_cached",
     "train_thing_classes",
     "write_voc_annotation",
 ]

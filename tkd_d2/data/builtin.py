@@ -25,16 +25,11 @@ import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ..errors import DatasetFormatError, DatasetNotRegisteredError
 from .coco import register_coco
-from .errors import DatasetFormatError, DatasetNotRegisteredError
+from .registry import REGISTERED_BY_TKD, check_bad_box_policy, replace_registration
 from .synthetic import SYNTHETIC_CLASSES, register_synthetic_defects
-from .voc import (
-    REGISTERED_BY_TKD,
-    check_bad_box_policy,
-    load_voc_instances,
-    register_voc,
-    replace_registration,
-)
+from .voc import load_voc_instances, register_voc
 
 __all__ = [
     "NEU_DET_CLASSES",

@@ -5,8 +5,8 @@ import os
 from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
-from .errors import DatasetFormatError
-from .voc import check_bad_box_policy, clip_box, replace_registration
+from ..errors import DatasetFormatError
+from .registry import check_bad_box_policy, clip_box, replace_registration
 
 __all__ = ["register_coco", "load_coco_instances"]
 

@@ -2,7 +2,7 @@
 from detectron2.data import DatasetMapper
 from PIL import Image
 
-from .errors import ImageReadError
+from ..errors import ImageReadError
 
 __all__ = ["TKDDatasetMapper"]
 

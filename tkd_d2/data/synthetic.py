@@ -29,8 +29,9 @@ import zlib
 import cv2
 import numpy as np
 
-from .errors import DatasetFormatError
-from .voc import load_voc_instances, replace_registration, write_voc_annotation
+from ..errors import DatasetFormatError
+from .registry import replace_registration
+from .voc import load_voc_instances, write_voc_annotation
 
 __all__ = [
     "SYNTHETIC_CLASSES",
@@ -38,6 +39,7 @@ __all__ = [
     "generate_synthetic_defects",
     "register_synthetic_defects",
     "synthetic_cache_dir",
+    "synthetic_dataset_cached",
     "render_defect_image",
 ]
 
@@ -307,6 +309,18 @@ def _write_dataset(out_dir, params):
     # Last: only a complete folder carries the marker.
     with open(os.path.join(out_dir, DONE_MARKER), "w", encoding="utf-8") as f:
         json.dump(params, f, sort_keys=True)
+
+
+def synthetic_dataset_cached(dataset_name):
+    """Whether the registered synthetic dataset ``dataset_name`` is already generated on disk
+    (None for a dataset that is not synthetic)."""
+    from detectron2.data import MetadataCatalog
+
+    metadata = MetadataCatalog.get(dataset_name)
+    params = metadata.get("synthetic_params", None)
+    if params is None:
+        return None
+    return _is_complete(metadata.get("dirname"), params)
 
 
 def _looks_generated(out_dir):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import expert_attention
+from .common import check_terms, promote_half
 from .masks import boxes_with_batch_index, foreground_background_masks
 from .ssim import ssim
 
@@ -29,19 +30,6 @@ __all__ = ["DecoupledExpertLoss", "DED_TERMS"]
 
 DED_TERMS = ("fg", "bg", "ssim")
 _ALL_TERMS = DED_TERMS + ("attention",)
-
-
-def _promote_half(features: Sequence[Tensor]) -> list:
-    # fp16 / bf16 sums of squares over C·H·W overflow or lose precision: losses run in float32
-    return [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in features]
-
-
-def _check_compute(compute: Iterable[str], allowed) -> tuple:
-    compute = tuple(compute)
-    unknown = [t for t in compute if t not in allowed]
-    if unknown:
-        raise ValueError(f"unknown loss term(s) {unknown}; expected some of {allowed}")
-    return compute
 
 
 class DecoupledExpertLoss(nn.Module):
@@ -83,13 +71,13 @@ class DecoupledExpertLoss(nn.Module):
         Returns:
             ``{term: scalar tensor}`` for the requested terms.
         """
-        compute = _check_compute(compute, _ALL_TERMS)
+        compute = check_terms(compute, _ALL_TERMS)
         if len(student_features) != len(teacher_features) or len(student_features) != len(strides):
             raise ValueError("DED: need one student feature, teacher feature and stride per level")
         if not student_features:
             raise ValueError("DED: no feature levels given")
-        student_features = _promote_half(student_features)
-        teacher_features = _promote_half(teacher_features)
+        student_features = promote_half(student_features)
+        teacher_features = promote_half(teacher_features)
         losses = {term: 0.0 for term in compute}
         need_masks = "fg" in compute or "bg" in compute
         need_attention = need_masks or "attention" in compute

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align
 
 from .attention import expert_attention
-from .ded import _check_compute, _promote_half
+from .common import check_terms, promote_half
 from .graph import GraphUnitBank, graph_reasoning, output_weight
 from .masks import boxes_with_batch_index
 
@@ -88,12 +88,12 @@ class DualRelationLoss(nn.Module):
 
         Half-precision features are evaluated in float32.
         """
-        compute = _check_compute(compute, DRD_TERMS)
+        compute = check_terms(compute, DRD_TERMS)
         if not student_features or len(student_features) != len(teacher_features) or \
                 len(student_features) != len(strides):
             raise ValueError("DRD: need one student feature, teacher feature and stride per level")
-        student_features = _promote_half(student_features)
-        teacher_features = _promote_half(teacher_features)
+        student_features = promote_half(student_features)
+        teacher_features = promote_half(teacher_features)
         reference = student_features[0]
         losses = {}
         if "pixel" in compute:

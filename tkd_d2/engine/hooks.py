@@ -1,8 +1,14 @@
-"""Hooks that drive the TKD distiller from detectron2's training loop."""
+"""Hooks that report on the TKD distiller from detectron2's training loop.
+
+The distiller needs no hook to train: it reads the iteration (for the KD warm-up) from
+detectron2's event storage, so it behaves the same in any detectron2 training loop.
+"""
 import logging
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
+
+from ..modeling.distiller import TKDDistiller
 
 __all__ = ["TKDHook"]
 
@@ -10,16 +16,14 @@ logger = logging.getLogger(__name__)
 
 
 class TKDHook(HookBase):
-    """Hands the distiller the iteration before each step; reports (and optionally
-    evaluates) the teacher before training. A no-op for plain detectors."""
+    """Reports (and optionally evaluates) the teacher before training. A no-op for plain
+    detectors."""
 
     def __init__(self, cfg, evaluate=None):
         self._cfg = cfg
         self._evaluate = evaluate
 
     def _distiller(self):
-        from ..modeling.distiller import TKDDistiller
-
         model = getattr(self.trainer.model, "module", self.trainer.model)
         return model if isinstance(model, TKDDistiller) else None
 
@@ -41,8 +45,3 @@ class TKDHook(HookBase):
                     if key in bbox:
                         storage.put_scalar(f"teacher/{key}", bbox[key], smoothing_hint=False)
                 logger.info("TKD teacher on %s: %s", self._cfg.DATASETS.TEST, bbox)
-
-    def before_step(self):
-        distiller = self._distiller()
-        if distiller is not None:
-            distiller.set_iteration(self.trainer.iter)

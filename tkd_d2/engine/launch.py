@@ -1,8 +1,9 @@
 """detectron2's ``launch`` with a CPU path (gloo) for machines without CUDA.
 
-detectron2 0.6's ``launch`` asserts CUDA in every worker. With CUDA available this module
-defers to it; otherwise it starts the same number of worker processes on the CPU with the
-gloo backend, sets up detectron2's local process group the same way, and runs ``main_func``.
+With CUDA, or a detectron2 whose ``launch`` runs gloo workers itself, this is detectron2's
+``launch``. The 0.6 snapshot asserts CUDA in every worker; there this module starts the
+same workers on the CPU with gloo and detectron2's local process group
+(:func:`tkd_d2.compat.create_local_process_group`), sharing the cores between them.
 """
 import logging
 from datetime import timedelta
@@ -14,6 +15,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from .. import compat
 
 __all__ = ["launch", "DEFAULT_TIMEOUT"]
 
@@ -27,7 +30,7 @@ def launch(main_func, num_processes_per_machine, num_machines=1, machine_rank=0,
     On CUDA machines this is detectron2's ``launch`` (one process per GPU, NCCL). On CPU
     machines the processes use gloo; ``dist_url`` "auto" picks a free localhost port.
     """
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or compat.d2_launch_runs_on_cpu():
         return d2_launch(main_func, num_processes_per_machine, num_machines, machine_rank,
                          dist_url, args=args, timeout=timeout)
     world_size = num_machines * num_processes_per_machine
@@ -57,12 +60,7 @@ def _cpu_worker(local_rank, main_func, world_size, procs_per_machine, machine_ra
         raise
     # Share the CPU cores between the workers instead of oversubscribing them.
     torch.set_num_threads(max(1, torch.get_num_threads() // procs_per_machine))
-    assert comm._LOCAL_PROCESS_GROUP is None
-    for i in range(world_size // procs_per_machine):
-        ranks_on_i = list(range(i * procs_per_machine, (i + 1) * procs_per_machine))
-        group = dist.new_group(ranks_on_i)
-        if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+    compat.create_local_process_group(procs_per_machine, machine_rank, world_size)
     comm.synchronize()
     try:
         main_func(*args)

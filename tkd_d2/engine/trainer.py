@@ -7,11 +7,10 @@ from detectron2.data import build_detection_test_loader, build_detection_train_l
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
-from ..data import train_thing_classes
-from ..data.errors import DatasetFormatError
-from ..data.mapper import TKDDatasetMapper
+from ..checkpoint import SafeCheckpointer
+from ..data import TKDDatasetMapper, train_thing_classes
+from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
-from .checkpoint import SafeCheckpointer
 from .hooks import TKDHook
 
 __all__ = ["Trainer", "unwrap_model"]
@@ -40,7 +39,7 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        # Before the LR scheduler / checkpointer: the distiller needs the iteration first.
+        # First: the teacher is reported (and evaluated) before anything else runs.
         hooks.insert(0, TKDHook(self.cfg, evaluate=self.test))
         return hooks
 

@@ -10,7 +10,17 @@ from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.utils import comm
 
-__all__ = ["DefectCOCOEvaluator", "format_ap_table", "per_class_ap50"]
+from .. import compat
+from ..fileio import atomic_write_json
+
+__all__ = [
+    "DefectCOCOEvaluator",
+    "format_ap_table",
+    "per_class_ap50",
+    "per_class_ap50_of",
+    "load_ap_results",
+    "RESULTS_FILE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +39,31 @@ def per_class_ap50(coco_eval, class_names):
     return out
 
 
+PER_CLASS_PREFIX = "AP50-"  # results key of a class's AP50: "AP50-<class name>"
+
+
+def per_class_ap50_of(bbox):
+    """``{class name: AP50}`` from a ``bbox`` results dict, in the evaluator's class order."""
+    return {k[len(PER_CLASS_PREFIX):]: v for k, v in bbox.items() if k.startswith(PER_CLASS_PREFIX)}
+
+
+def load_ap_results(path):
+    """``{"dataset": name, "bbox": {"AP": ..., "AP50-<class>": ...}}`` as the evaluator writes
+    it to ``ap_results.json``. Raises ``FileNotFoundError`` / ``ValueError`` with the path."""
+    with open(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("bbox"), dict):
+        raise ValueError(f"{path} has no 'bbox' results (expected the evaluator's ap_results.json)")
+    return data
+
+
 def format_ap_table(results):
     """A printable table of the overall metrics and the per-class AP50 of one results dict."""
     overall = [[k, f"{results[k]:.2f}"] for k in ("AP", "AP50", "AP75") if k in results]
-    per_class = [[k[len("AP50-"):], f"{v:.2f}"] for k, v in results.items() if k.startswith("AP50-")]
+    per_class = [[k, f"{v:.2f}"] for k, v in per_class_ap50_of(results).items()]
     text = tabulate(overall, headers=["metric", "value"], tablefmt="pipe")
     if per_class:
         text += "\n\n" + tabulate(per_class, headers=["class", "AP50"], tablefmt="pipe")
@@ -52,10 +83,10 @@ class DefectCOCOEvaluator(COCOEvaluator):
             stale = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
             if os.path.exists(stale) and "json_file" not in MetadataCatalog.get(dataset_name).as_dict():
                 os.remove(stale)
-        # use_fast_impl=False: the fast path needs detectron2's C++ extension.
+        # the fast evaluator needs detectron2's C++ extension; without it, pure pycocotools
         super().__init__(
             dataset_name, tasks=("bbox",), distributed=distributed, output_dir=output_dir,
-            use_fast_impl=False,
+            use_fast_impl=bool(compat.HAS_C_EXTENSION),
         )
         self._per_class_ap = per_class_ap
         self._dataset_name = dataset_name
@@ -65,7 +96,7 @@ class DefectCOCOEvaluator(COCOEvaluator):
         if coco_eval is None or class_names is None or not self._per_class_ap:
             return results
         for name, ap50 in per_class_ap50(coco_eval, class_names).items():
-            results[f"AP50-{name}"] = ap50
+            results[f"{PER_CLASS_PREFIX}{name}"] = ap50
         return results
 
     def evaluate(self, img_ids=None):
@@ -78,9 +109,6 @@ class DefectCOCOEvaluator(COCOEvaluator):
             )
             if self._output_dir:
                 os.makedirs(self._output_dir, exist_ok=True)
-                path = os.path.join(self._output_dir, RESULTS_FILE)
-                tmp = path + ".tmp"
-                with open(tmp, "w") as f:
-                    json.dump({"dataset": self._dataset_name, "bbox": bbox}, f, indent=2)
-                os.replace(tmp, path)
+                atomic_write_json(os.path.join(self._output_dir, RESULTS_FILE),
+                                  {"dataset": self._dataset_name, "bbox": bbox})
         return results

@@ -1,10 +1,11 @@
 """Detectors and the distiller, registered for yacs configs."""
 from .backbone import build_tkd_resnet_fpn_backbone
+from .family import FAMILIES, DetectorFamily, family_named, family_of
 from .fcos import FCOSDetector
 from .teacher import TeacherLoadError, build_teacher
 from .distiller import KDLossError, TKDDistiller
 
 __all__ = [
     "build_tkd_resnet_fpn_backbone", "FCOSDetector", "TKDDistiller", "TeacherLoadError",
-    "KDLossError", "build_teacher",
+    "KDLossError", "build_teacher", "FAMILIES", "DetectorFamily", "family_named", "family_of",
 ]

@@ -16,12 +16,16 @@ import torch
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from detectron2.structures import Boxes
+from detectron2.utils.events import get_event_storage
 
+from ..config import student_cfg as to_student_cfg
 from ..distill.crd import crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
+from ..errors import KDLossError
+from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
 from .teacher import build_teacher
 
@@ -30,11 +34,6 @@ __all__ = ["TKDDistiller", "KDLossError"]
 logger = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."
-DEFAULT_REUSED_HEAD_INDEX = {"RetinaNet": 3, "FCOSDetector": 2}
-
-
-class KDLossError(FloatingPointError):
-    """A loss term became NaN or infinite."""
 
 
 @META_ARCH_REGISTRY.register()
@@ -115,27 +114,23 @@ class TKDDistiller(nn.Module):
     # ------------------------------------------------------------------ config
     @classmethod
     def from_config(cls, cfg):
-        from detectron2.modeling import build_model
-
         tkd = cfg.MODEL.TKD
-        student_cfg = cfg.clone()
-        student_cfg.defrost()
-        student_cfg.MODEL.META_ARCHITECTURE = tkd.STUDENT_META_ARCHITECTURE
-        student = build_model(student_cfg)
+        family = family_of(cfg)
+        student = build_model(to_student_cfg(cfg))
         teacher, _, info = build_teacher(cfg)
         index = tkd.CRD.REUSED_HEAD_INDEX
         if index < 0:
-            index = DEFAULT_REUSED_HEAD_INDEX[tkd.STUDENT_META_ARCHITECTURE]
+            index = family.reused_head_index
+        crd, ded_part, drd_part = (float(p in tkd.PARTS) for p in ("crd", "ded", "drd"))
         weights = {
-            "loss_crd_cls": tkd.CRD.CLS_WEIGHT,
-            "loss_crd_box": tkd.CRD.BOX_WEIGHT,
-            "loss_crd_ctr": tkd.CRD.CENTERNESS_WEIGHT
-            if tkd.STUDENT_META_ARCHITECTURE == "FCOSDetector" else 0.0,
-            "loss_ded_fg": tkd.DED.FG_WEIGHT * tkd.FEATURE_WEIGHT,
-            "loss_ded_bg": tkd.DED.BG_WEIGHT * tkd.FEATURE_WEIGHT,
-            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT * tkd.FEATURE_WEIGHT,
-            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT * tkd.FEATURE_WEIGHT,
-            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT * tkd.FEATURE_WEIGHT,
+            "loss_crd_cls": tkd.CRD.CLS_WEIGHT * crd,
+            "loss_crd_box": tkd.CRD.BOX_WEIGHT * crd,
+            "loss_crd_ctr": tkd.CRD.CENTERNESS_WEIGHT * crd * family.has_centerness,
+            "loss_ded_fg": tkd.DED.FG_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
+            "loss_ded_bg": tkd.DED.BG_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
+            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
+            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT * tkd.FEATURE_WEIGHT * drd_part,
+            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT * tkd.FEATURE_WEIGHT * drd_part,
         }
         t_channels = teacher.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
         ded = drd = None
@@ -190,9 +185,17 @@ class TKDDistiller(nn.Module):
     def device(self):
         return self.student.device
 
-    def set_iteration(self, iteration):
-        """Called by :class:`tkd_d2.engine.hooks.TKDHook` before each step."""
-        self._iter = int(iteration)
+    def _current_iteration(self):
+        """The training iteration, from detectron2's event storage: every detectron2 training
+        loop keeps it (and the detectors' own losses need it), so no hook can be forgotten."""
+        try:
+            self._iter = int(get_event_storage().iter)
+        except AssertionError:
+            raise RuntimeError(
+                "TKDDistiller trains inside detectron2's EventStorage (as every detectron2 "
+                "trainer runs): wrap the step in `with EventStorage(start_iter):`"
+            ) from None
+        return self._iter
 
     @property
     def warmup_factor(self):
@@ -204,6 +207,7 @@ class TKDDistiller(nn.Module):
     def forward(self, batched_inputs):
         if not self.training:
             return self.student(batched_inputs)
+        self._current_iteration()
         student, teacher = self.student, self.teacher
         images = student.preprocess_image(batched_inputs)
         s_feature_dict = student.backbone(images.tensor)

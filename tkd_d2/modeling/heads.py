@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+
 from ..distill.crd import align_to_teacher_statistics
 
 __all__ = ["HeadOutputs", "TowerBlocks", "split_tower", "run_head", "reuse_teacher_head"]
@@ -96,8 +98,4 @@ def reuse_teacher_head(teacher_head, cls_blocks, box_blocks, student_taps: HeadO
 
 def flatten_levels(per_level: List[torch.Tensor], k: int) -> torch.Tensor:
     """(N, A*k, H, W) per level → (N, sum(H*W*A), k), detectron2's anchor order."""
-    out = []
-    for t in per_level:
-        n, _, h, w = t.shape
-        out.append(t.view(n, -1, k, h, w).permute(0, 3, 4, 1, 2).reshape(n, -1, k))
-    return torch.cat(out, dim=1)
+    return torch.cat([permute_to_N_HWA_K(t, k) for t in per_level], dim=1)

@@ -1,0 +1,91 @@
+"""Every yaml under configs/ loads, and every TKD config names a teacher that fits its student.
+
+Fast (no model is built, no dataset registered); CPU only.
+"""
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tkd_d2  # noqa: F401  (adapts detectron2; must precede any detectron2 import)
+from tkd_d2.config import is_distiller_config, load_config, student_cfg
+from tkd_d2.errors import ConfigError
+from tkd_d2.modeling import family_of
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+TKD_CONFIGS = [p for p in CONFIGS if p.name.startswith("tkd_")]
+
+
+def _id(path):
+    return str(path.relative_to(ROOT / "configs"))
+
+
+def _load(path, opts=()):
+    return load_config(path, opts, register_datasets=False)
+
+
+def test_configs_found():
+    assert len(CONFIGS) >= 20 and len(TKD_CONFIGS) >= 8
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=_id)
+def test_config_loads(path):
+    cfg = _load(path)
+    # a tkd_*.yaml and only a tkd_*.yaml is a distiller config
+    assert is_distiller_config(cfg) == path.name.startswith("tkd_")
+
+
+@pytest.mark.parametrize("path", TKD_CONFIGS, ids=_id)
+def test_teacher_is_a_plain_detector_of_the_students_family(path):
+    cfg = _load(path)
+    teacher_file = cfg.MODEL.TKD.TEACHER.CONFIG
+    assert os.path.isabs(teacher_file) and os.path.isfile(teacher_file), teacher_file
+    teacher = _load(teacher_file)
+    assert not is_distiller_config(teacher), f"{teacher_file} is itself a TKD config"
+    family = family_of(cfg)  # the student's
+    assert family_of(teacher) == family
+    assert family.num_classes(teacher) == family.num_classes(cfg)
+    assert cfg.MODEL.TKD.TEACHER.WEIGHTS, "a TKD config names its teacher's weights"
+
+
+@pytest.mark.parametrize("path", TKD_CONFIGS, ids=_id)
+def test_tkd_config_adds_nothing_to_its_plain_student_but_tkd(path):
+    # the distilled checkpoint evaluates with the plain student config the TKD yaml is based
+    # on, so the two may differ only in what distillation reads
+    with open(path) as f:
+        base = path.parent / yaml.safe_load(f)["_BASE_"]
+    student = yaml.safe_load(student_cfg(_load(path)).dump())
+    plain = yaml.safe_load(_load(base).dump())
+    for c in (student, plain):
+        c["MODEL"].pop("TKD")
+        c.pop("OUTPUT_DIR")
+    assert student == plain
+
+
+@pytest.mark.parametrize("path", TKD_CONFIGS, ids=_id)
+def test_teacher_resolves_the_same_from_another_working_directory(path, monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    from_root = _load(path.relative_to(ROOT)).MODEL.TKD.TEACHER.CONFIG
+    monkeypatch.chdir(tmp_path)
+    from_elsewhere = _load(path).MODEL.TKD.TEACHER.CONFIG
+    assert os.path.isfile(from_elsewhere)
+    assert os.path.samefile(from_root, from_elsewhere)
+    assert os.path.dirname(from_elsewhere) == str(path.parent)  # next to the TKD yaml
+
+
+@pytest.mark.parametrize("parts", [["crd"], ["ded"], ["drd"], ["crd", "drd"]])
+def test_parts_override_selects_an_ablation(parts):
+    cfg = _load(TKD_CONFIGS[0], ["MODEL.TKD.PARTS", repr(parts)])
+    assert list(cfg.MODEL.TKD.PARTS) == parts
+
+
+def test_tkd_configs_run_every_part_by_default():
+    for path in TKD_CONFIGS:
+        assert sorted(_load(path).MODEL.TKD.PARTS) == ["crd", "ded", "drd"], path
+
+
+def test_unknown_part_is_a_config_error():
+    with pytest.raises(ConfigError, match="xyz"):
+        _load(TKD_CONFIGS[0], ["MODEL.TKD.PARTS", '["xyz"]'])

@@ -1,0 +1,47 @@
+"""The project's predictor: detectron2's ``DefaultPredictor`` loading through the checked
+loader (a checkpoint that does not fit the config is an error, never a half-random model)."""
+import detectron2.data.transforms as T
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+
+from ..checkpoint import load_weights
+from ..config import student_cfg
+
+__all__ = ["Predictor"]
+
+
+class Predictor(DefaultPredictor):
+    """One BGR uint8 image in, ``{"instances": Instances}`` out (boxes in input pixels), as
+    detectron2's ``DefaultPredictor``.
+
+    ``cfg`` may be a TKD distiller config: its student is built (a distilled checkpoint holds
+    the student's weights). ``weights`` default to ``cfg.MODEL.WEIGHTS``. The checkpoint's
+    class names are kept as ``checkpoint_classes`` (None for files that do not record them).
+    """
+
+    def __init__(self, cfg, weights=None):
+        # DefaultPredictor.__init__ with the checked load in place of its unchecked one
+        # (__call__ is detectron2's own)
+        self.cfg = student_cfg(cfg).clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(self.cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
+        weights = self.cfg.MODEL.WEIGHTS if weights is None else weights
+        self.checkpoint_classes = load_weights(self.model, weights).get("thing_classes")
+        self.aug = T.ResizeShortestEdge(
+            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        self.input_format = self.cfg.INPUT.FORMAT
+
+    def preprocess(self, original_image):
+        """The model's input dict for one BGR uint8 image, as ``__call__`` builds it."""
+        import torch
+
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        height, width = original_image.shape[:2]
+        image = self.aug.get_transform(original_image).apply_image(original_image)
+        image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+        return {"image": image.to(self.cfg.MODEL.DEVICE), "height": height, "width": width}
