@@ -34,6 +34,7 @@ def _metrics(out):
     return [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_completes(tmp_path):
     teacher = _random_teacher(tmp_path)
     out = tmp_path / "run"
@@ -110,6 +111,7 @@ def test_pickled_code_is_not_executed(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses(tmp_path):
     teacher = _random_teacher(tmp_path)
     losses = []
@@ -123,6 +125,7 @@ def test_same_seed_same_losses(tmp_path):
     assert "loss_drd_pixel" in losses[0]
 
 
+@pytest.mark.slow
 def test_two_process_tkd_keeps_ranks_in_sync(tmp_path):
     teacher = _random_teacher(tmp_path)
     out = tmp_path / "ddp"
@@ -154,6 +157,7 @@ def _student_cfg():
     (["MODEL.TKD.DED.FG_WIEGHT", "1"], "MODEL.TKD.DED.FG_WIEGHT .*does not exist.*Did you mean MODEL.TKD.DED.FG_WEIGHT"),
     (["DATASETS.TRAIN", "('no_such_set',)"], "no_such_set.*not registered"),
 ])
+@pytest.mark.slow
 def test_bad_config_is_refused_clearly(tmp_path, override, message):
     proc = run_train_net(["--config-file", STUDENT, *TINY, "OUTPUT_DIR", tmp_path / "o", *override],
                          tmp_path / "data", check=False)
@@ -170,6 +174,7 @@ def test_leftovers_of_a_killed_save_are_removed_on_restart(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000004.pth"]
 
 
+@pytest.mark.slow
 def test_empty_dataset_is_refused_clearly(tmp_path):
     import cv2
     import numpy as np
