@@ -118,7 +118,7 @@ def add_tkd_config(cfg):
     # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
     _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
     # Reference weights: RetinaNet cls 1.0 / box 1.0 (GIoU); FCOS cls 0.4 / box 0.75 with
-    # the -log(IoU) box loss (set in the tkd_fcos_* configs).
+    # the -log(IoU) box loss (set in configs/Base-FCOS.yaml for every FCOS TKD student).
     _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
     _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between decoded boxes
     # Box loss between boxes decoded from the cross head and the teacher: "giou" (1 - GIoU),

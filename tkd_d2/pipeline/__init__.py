@@ -10,34 +10,8 @@
 
 The top layer of the package: nothing else in tkd_d2 imports it.
 """
-from .runner import SettingsChanged, Stage, StageError, StageRunner, Status
-from .stages import (
-    DETECTORS,
-    DATASET_CONFIG_DIRS,
-    MODELS,
-    REDO_CHOICES,
-    STAGES,
-    TINY_MAX_ITER,
-    Pipeline,
-    PipelineOptions,
-    expand_redo,
-    run_pipeline,
-)
+from . import runner, stages
+from .runner import *  # noqa: F401,F403  (the names in runner.__all__)
+from .stages import *  # noqa: F401,F403  (the names in stages.__all__)
 
-__all__ = [
-    "DATASET_CONFIG_DIRS",
-    "DETECTORS",
-    "MODELS",
-    "REDO_CHOICES",
-    "STAGES",
-    "TINY_MAX_ITER",
-    "Pipeline",
-    "PipelineOptions",
-    "SettingsChanged",
-    "Stage",
-    "StageError",
-    "StageRunner",
-    "Status",
-    "expand_redo",
-    "run_pipeline",
-]
+__all__ = runner.__all__ + stages.__all__
