@@ -15,7 +15,7 @@ from helpers import ROOT, TINY, run_train_net
 import tkd_d2  # noqa: F401
 from detectron2.modeling import build_model
 
-from tkd_d2.checkpoint import SafeCheckpointer
+from tkd_d2.checkpoint import SafeCheckpointer, load_weights
 from tkd_d2.config import load_config
 import tkd_d2.checkpoint as checkpoint_module
 
@@ -96,7 +96,7 @@ def test_truncated_file_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     path.write_bytes(b"PK\x03\x04 not a whole checkpoint")
     with pytest.raises(RuntimeError, match="broken.pth.*truncated"):
-        SafeCheckpointer(torch.nn.Linear(3, 2))._load_file(str(path))
+        load_weights(torch.nn.Linear(3, 2), str(path))
 
 
 def test_pickled_code_is_not_executed(tmp_path):
@@ -107,7 +107,7 @@ def test_pickled_code_is_not_executed(tmp_path):
     path = tmp_path / "evil.pth"
     torch.save({"model": {}, "x": Evil()}, path)
     with pytest.raises(RuntimeError, match="weights-only"):
-        SafeCheckpointer(torch.nn.Linear(3, 2))._load_file(str(path))
+        load_weights(torch.nn.Linear(3, 2), str(path))
     assert not (tmp_path / "pwned").exists()
 
 
