@@ -117,7 +117,8 @@ def add_tkd_config(cfg):
     # Conv of the head towers whose (pre-activation) output is reused; -1 = the reference
     # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
     _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
-    # Reference weights: RetinaNet cls 1.0 / box 1.0 (GIoU); FCOS cls 0.4 / box 0.75 with
+    # Reference weights: RetinaNet cls 1.0 / box 1.0 (box loss GIoU for R-50 -> R-18; the
+    # reference's R-101 -> R-50 uses CIoU, not offered here yet); FCOS cls 0.4 / box 0.75 with
     # the -log(IoU) box loss (set in configs/Base-FCOS.yaml for every FCOS TKD student).
     _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
     _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between decoded boxes
