@@ -12,7 +12,6 @@ Trailing ``KEY VALUE`` pairs override the config. Runs on the CPU when no GPU is
 ``--num-gpus N`` starts N processes (one per GPU, or gloo processes on a CPU machine).
 """
 import logging
-import os
 import sys
 
 import tkd_d2  # noqa: F401  (adapts detectron2 and registers everything, before detectron2 use)
@@ -24,13 +23,11 @@ from detectron2.utils.logger import setup_logger
 from tkd_d2.checkpoint import SafeCheckpointer
 from tkd_d2.config import load_config, student_cfg
 from tkd_d2.engine import Trainer, launch
-from tkd_d2.errors import ConfigError, TKDError
+from tkd_d2.errors import TKDError
 
 
 def setup(args):
     """Build the frozen config for ``args`` and register the datasets it names."""
-    if not os.path.isfile(args.config_file):
-        raise ConfigError(f"--config-file {args.config_file}: file not found")
     cfg = load_config(args.config_file, args.opts)
     default_setup(cfg, args)
     # detectron2 sets up its own loggers only; the project's messages go to the same log.
@@ -43,15 +40,11 @@ def main(args):
     if args.eval_only:
         # a TKD config evaluates its student: no teacher needed
         model = Trainer.build_model(student_cfg(cfg))
-        if not cfg.MODEL.WEIGHTS and not args.resume:
-            raise ConfigError("--eval-only needs MODEL.WEIGHTS (the checkpoint to evaluate)")
-        if cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
-            raise ConfigError(f"MODEL.WEIGHTS: file not found: {cfg.MODEL.WEIGHTS}")
         checkpointer = SafeCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
         if args.resume and checkpointer.has_checkpoint():
-            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=True)
+            checkpointer.load_checked(checkpointer.get_checkpoint_file(), what="--resume checkpoint")
         else:
-            checkpointer.load_checked(cfg.MODEL.WEIGHTS)
+            checkpointer.load_checked(cfg.MODEL.WEIGHTS, what="MODEL.WEIGHTS (the checkpoint --eval-only evaluates)")
         results = Trainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)

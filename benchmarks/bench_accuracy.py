@@ -26,13 +26,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, add_results_dir_argument, machine, results_dir, write_result  # noqa: E402
 
-from tkd_d2.config import is_distiller_config, load_config, schedule_overrides  # noqa: E402
+from tkd_d2.config import TKD_PARTS, is_distiller_config, load_config, schedule_overrides  # noqa: E402
 from tkd_d2.evaluation import RESULTS_FILE, load_ap_results, per_class_ap50_of  # noqa: E402
 
 STUDENT_CONFIG = "{det}_R_18_FPN.yaml"
 TKD_CONFIG = "tkd_{det}_R_50_to_R_18.yaml"
 # variant → the TKD parts it trains with (None: the plain student, the baseline)
-VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "tkd": ["crd", "ded", "drd"]}
+VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "tkd": list(TKD_PARTS)}
 # The CPU budget of BENCHMARKS.md: NEU-DET at 128 px, FPN/head width 128, batch 8; the
 # teacher (one command) trains 3000 iterations, every student (another command) 1500.
 CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "INPUT.MIN_SIZE_TEST", "128",

@@ -134,6 +134,17 @@ def test_weight_zero_skips_the_computation(tmp_path, monkeypatch):
     assert set(losses) & KD_TERMS == {"loss_crd_cls"}
 
 
+def test_parts_left_out_are_not_computed(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, ["MODEL.TKD.PARTS", '["crd"]']))
+    assert model.distill_ded is None and model.distill_drd is None
+    model.train()
+    with EventStorage():
+        losses = model(_batch())
+    assert set(losses) & KD_TERMS == {"loss_crd_cls", "loss_crd_box"}
+
+
 def test_warmup_ramps_kd_weights(tmp_path):
     yaml = _yaml("retinanet")
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)

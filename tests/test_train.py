@@ -69,3 +69,8 @@ def test_tkd_distillation_writes_a_plain_student_checkpoint(tmp_path):
     run_train_net(["--eval-only", "--config-file", "configs/Synthetic/retinanet_R_18_FPN.yaml", *TINY,
                    "OUTPUT_DIR", tmp_path / "ev", "MODEL.WEIGHTS", out / "model_final.pth"], data)
     assert (tmp_path / "ev/inference/synthetic_defects_test/ap_results.json").is_file()
+    # the TKD config evaluates its student the same way, with no teacher to load
+    run_train_net(["--eval-only", "--config-file", "configs/Synthetic/tkd_retinanet_R_50_to_R_18.yaml",
+                   *TINY, "OUTPUT_DIR", tmp_path / "ev_tkd", "MODEL.WEIGHTS", out / "model_final.pth",
+                   "MODEL.TKD.TEACHER.WEIGHTS", ""], data)
+    assert (tmp_path / "ev_tkd/inference/synthetic_defects_test/ap_results.json").is_file()

@@ -22,7 +22,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from .errors import CheckpointError
 from .fileio import atomic_torch_save, atomic_write, is_partial_write
 
-__all__ = ["SafeCheckpointer", "load_weights", "check_fit"]
+__all__ = ["SafeCheckpointer", "load_weights"]
 
 
 class SafeCheckpointer(DetectionCheckpointer):
@@ -76,9 +76,10 @@ class SafeCheckpointer(DetectionCheckpointer):
             loaded = {"model": loaded}  # a bare state_dict (e.g. torchvision / ImageNet weights)
         return loaded
 
-    def load_checked(self, path, what="MODEL.WEIGHTS", hint=""):
+    def load_checked(self, path, what="MODEL.WEIGHTS", misfit="", hint=""):
         """Read ``path`` and load its model tensors; raise :class:`CheckpointError` unless
-        they fit the model. Returns the whole checkpoint dict (``thing_classes`` and all)."""
+        they fit the model (``misfit``: how that error begins, ``hint``: how it ends).
+        Returns the whole checkpoint dict (``thing_classes`` and all)."""
         if not path:
             raise CheckpointError(f"{what} is empty: give the weights file to load")
         if not os.path.isfile(path):
@@ -86,15 +87,17 @@ class SafeCheckpointer(DetectionCheckpointer):
         checkpoint = self._load_file(path)
         num_in_file = len(checkpoint["model"])
         incompatible = self._load_model(checkpoint)
-        check_fit(incompatible, path, what, hint)
+        _check_fit(incompatible, misfit or f"{what} {path}: the weights do not fit the model of "
+                  "this config", hint)
         checkpoint["num_in_file"] = num_in_file
         checkpoint["num_matched"] = len(self.model.state_dict()) - len(incompatible.missing_keys)
         return checkpoint
 
 
-def check_fit(incompatible, path, what="MODEL.WEIGHTS", hint=""):
-    """Raise :class:`CheckpointError` if a load left tensors of the model missing or skipped
-    tensors of the wrong shape (``incompatible``: fvcore's ``_IncompatibleKeys``)."""
+def _check_fit(incompatible, misfit, hint=""):
+    """Raise :class:`CheckpointError` (``misfit``: the sentence it begins with) if a load left
+    tensors of the model missing or skipped tensors of the wrong shape (``incompatible``:
+    fvcore's ``_IncompatibleKeys``)."""
     missing = list(incompatible.missing_keys)
     wrong_shapes = [k for k, *_ in incompatible.incorrect_shapes]
     if not missing and not wrong_shapes:
@@ -104,14 +107,12 @@ def check_fit(incompatible, path, what="MODEL.WEIGHTS", hint=""):
         detail.append(f"{len(missing)} tensors missing (e.g. {missing[:3]})")
     if wrong_shapes:
         detail.append(f"{len(wrong_shapes)} of the wrong shape (e.g. {wrong_shapes[:3]})")
-    error = CheckpointError(
-        f"{what} {path}: the weights do not fit the model of this config: " + "; ".join(detail)
-        + ". Use the config the weights were trained with." + (f" {hint}" if hint else "")
+    raise CheckpointError(
+        f"{misfit}: " + "; ".join(detail) + ". Check that the weights were trained with this "
+        "config." + (f" {hint}" if hint else "")
     )
-    error.detail = "; ".join(detail)  # for callers that word the error their own way
-    raise error
 
 
-def load_weights(model, path, what="MODEL.WEIGHTS", hint=""):
+def load_weights(model, path, what="MODEL.WEIGHTS"):
     """Load ``path`` into ``model`` (see :meth:`SafeCheckpointer.load_checked`)."""
-    return SafeCheckpointer(model).load_checked(path, what=what, hint=hint)
+    return SafeCheckpointer(model).load_checked(path, what=what)

@@ -77,15 +77,12 @@ def build_teacher(student_cfg):
         if os.path.isfile(dumped) and not os.path.samefile(dumped, tkd.TEACHER.CONFIG) else ""
     )
     try:
-        checkpoint = SafeCheckpointer(teacher).load_checked(weights, what="MODEL.TKD.TEACHER.WEIGHTS")
+        checkpoint = SafeCheckpointer(teacher).load_checked(
+            weights, what="MODEL.TKD.TEACHER.WEIGHTS", hint=hint,
+            misfit=f"Teacher weights {weights} do not match the teacher config {tkd.TEACHER.CONFIG}",
+        )
     except CheckpointError as e:
-        if not hasattr(e, "detail"):  # unreadable file
-            raise TeacherLoadError(str(e)) from None
-        raise TeacherLoadError(
-            f"Teacher weights {weights} do not match the teacher config {tkd.TEACHER.CONFIG}: "
-            f"{e.detail}. Check that the weights were trained with this config."
-            + (f" {hint}" if hint else "")
-        ) from None
+        raise TeacherLoadError(str(e)) from None
     ckpt_classes = checkpoint.get("thing_classes")
     student_classes = train_thing_classes(student_cfg)
     if ckpt_classes and student_classes and list(ckpt_classes) != list(student_classes):
