@@ -29,8 +29,12 @@ from common import ROOT, add_results_dir_argument, machine, results_dir, write_r
 from tkd_d2.config import TKD_PARTS, is_distiller_config, load_config, schedule_overrides  # noqa: E402
 from tkd_d2.evaluation import RESULTS_FILE, load_ap_results, per_class_ap50_of  # noqa: E402
 
-STUDENT_CONFIG = "{det}_R_18_FPN.yaml"
-TKD_CONFIG = "tkd_{det}_R_50_to_R_18.yaml"
+# teacher -> student backbone pairs: (teacher config, student config, TKD config, preset)
+PAIRS = {
+    "R50-R18": ("{det}_R_50_FPN.yaml", "{det}_R_18_FPN.yaml", "tkd_{det}_R_50_to_R_18.yaml", "cpu"),
+    # pretrained: the configs' own CPU-sized budget (160 px, width 128, 600 iterations)
+    "Lite2-Lite0": ("{det}_Lite2_FPN.yaml", "{det}_Lite0_FPN.yaml", "tkd_{det}_Lite2_to_Lite0.yaml", "none"),
+}
 # variant → the TKD parts it trains with (None: the plain student, the baseline)
 VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "tkd": list(TKD_PARTS)}
 # The CPU budget of BENCHMARKS.md: NEU-DET at 128 px, FPN/head width 128, batch 8; the
@@ -135,6 +139,8 @@ def main():
                    help="report: print the markdown tables of the results file, train nothing")
     p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
     p.add_argument("--dataset", choices=["neu_det", "synthetic"], default="neu_det")
+    p.add_argument("--pair", choices=list(PAIRS), default="R50-R18",
+                   help="teacher-student backbones: R50-R18 from scratch, Lite2-Lite0 ImageNet-pretrained")
     p.add_argument("--variants", nargs="+", default=list(VARIANT_PARTS), choices=list(VARIANT_PARTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
                    help="seeds for baseline and tkd (ablations use the first)")
@@ -146,13 +152,15 @@ def main():
                    help="where runs go (default output/bench_<dataset>_<detector>); put it outside the "
                         "work tree to keep checkpoints across sessions")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for every run")
-    p.add_argument("--preset", choices=["cpu", "none"], default="cpu",
+    p.add_argument("--preset", choices=["cpu", "none"], default=None,
                    help="cpu: the 2-core budget of BENCHMARKS.md (128 px, width 128, 3000/1500 iters); "
-                        "none: the configs as they are")
+                        "none: the configs as they are (default: the pair's)")
     p.add_argument("--tiny", action="store_true", help="smoke test on a tiny synthetic set")
     p.add_argument("--name", default=None, help="results file name")
     add_results_dir_argument(p)
     args = p.parse_args()
+    teacher_yaml, student_yaml, tkd_yaml = (f.format(det=args.detector) for f in PAIRS[args.pair][:3])
+    args.preset = args.preset or PAIRS[args.pair][3]
     if args.preset == "cpu" and not args.tiny:
         args.teacher_iter = args.teacher_iter or CPU_PRESET_ITERS[0]
         args.student_iter = args.student_iter or CPU_PRESET_ITERS[1]
@@ -164,18 +172,19 @@ def main():
         args.seeds = args.seeds[:1]
     folder = "NEU-DET" if args.dataset == "neu_det" else "Synthetic"
     det = args.detector
-    root = Path(args.output_root or ROOT / "output" / f"bench_{args.dataset}_{det}" / ("tiny" if args.tiny else ""))
-    name = args.name or f"accuracy_{args.dataset}_{det}" + ("_tiny" if args.tiny else "")
+    pair = "" if args.pair == "R50-R18" else "_" + args.pair.replace("-", "_")
+    root = Path(args.output_root or ROOT / "output" / f"bench_{args.dataset}_{det}{pair}" / ("tiny" if args.tiny else ""))
+    name = args.name or f"accuracy_{args.dataset}_{det}{pair}" + ("_tiny" if args.tiny else "")
     results_path = Path(results_dir(args.results_dir)) / f"{name}.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
     results.update({"machine": machine(), "command": " ".join(["python"] + sys.argv), "dataset": args.dataset,
-                    "detector": det})
+                    "detector": det, "pair": args.pair})
     common = (TINY if args.tiny else []) + (CPU_PRESET if args.preset == "cpu" else []) + list(args.opts)
     if args.dataset == "synthetic":
         common = ["DATASETS.TRAIN", "('synthetic_defects_train',)", "DATASETS.TEST", "('synthetic_defects_test',)"] + common
 
-    teacher_cfg = f"configs/{folder}/{det}_R_50_FPN.yaml"
-    teacher_out = root / "teacher_R_50"
+    teacher_cfg = f"configs/{folder}/{teacher_yaml}"
+    teacher_out = root / ("teacher_R_50" if args.pair == "R50-R18" else "teacher")
     teacher_opts = common + schedule(teacher_cfg, args.teacher_iter, args.preset, common)
     if args.stage in ("teacher", "all"):
         train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
@@ -184,11 +193,11 @@ def main():
         weights = teacher_out / "model_final.pth"
         if not weights.is_file() and set(args.variants) != {"baseline"}:
             raise SystemExit(f"teacher not trained yet ({weights}); run --stage teacher first")
-        student_plain = f"configs/{folder}/" + STUDENT_CONFIG.format(det=det)
+        student_plain = f"configs/{folder}/{student_yaml}"
         for variant in args.variants:
             seeds = args.seeds if variant in ("baseline", "tkd") else args.seeds[:1]
             parts = VARIANT_PARTS[variant]
-            cfg = student_plain if parts is None else f"configs/{folder}/" + TKD_CONFIG.format(det=det)
+            cfg = student_plain if parts is None else f"configs/{folder}/{tkd_yaml}"
             student_schedule = schedule(cfg, args.student_iter, args.preset, common)
             for seed in seeds:
                 opts = common + ["SEED", seed] + student_schedule

@@ -8,12 +8,21 @@
 * ``.pth`` files are read with ``torch.load(weights_only=True)``: tensors, numbers, strings
   and containers only, no pickled code. detectron2 ``.pkl`` model-zoo files are Python
   pickles and *can* run code: load them only from sources you trust.
+* A ``.pth`` holding a torchvision ResNet state_dict (``torchvision.models.resnet18/34/50/101``,
+  bare or under ``"model"``) is renamed to detectron2's ResNet names as detectron2's
+  ``tools/convert-torchvision-to-d2.py`` does and loaded by name-matching heuristics, so
+  ``MODEL.WEIGHTS`` takes it directly. Bottleneck ResNets (50/101) need
+  ``MODEL.RESNETS.STRIDE_IN_1X1 False`` (else :class:`~tkd_d2.errors.CheckpointError`), and
+  torchvision's input: ``INPUT.FORMAT "RGB"``, ``MODEL.PIXEL_MEAN [123.675, 116.28, 103.53]``,
+  ``MODEL.PIXEL_STD [58.395, 57.12, 57.375]``.
 * :func:`load_weights`: load a file into a model and check that it fits (every tensor of the
   model present, every shape right), raising :class:`~tkd_d2.errors.CheckpointError` naming
-  the file and the tensors otherwise. Training, evaluation, the teacher and the predictors
-  all load through it.
+  the file and the tensors otherwise. Evaluation, resuming, the teacher and the predictors
+  load through it; training's ``MODEL.WEIGHTS`` (ImageNet backbone weights, a partial fit by
+  design) goes through detectron2's ``resume_or_load``, which logs what it left unloaded.
 """
 import os
+import re
 
 import torch
 
@@ -74,7 +83,30 @@ class SafeCheckpointer(DetectionCheckpointer):
             raise CheckpointError(f"Checkpoint '{filename}' holds a {type(loaded).__name__}, not a dict")
         if "model" not in loaded:
             loaded = {"model": loaded}  # a bare state_dict (e.g. torchvision / ImageNet weights)
+        if _is_torchvision_resnet(loaded["model"]):
+            loaded = self._from_torchvision_resnet(loaded, filename)
         return loaded
+
+    def _from_torchvision_resnet(self, loaded, filename):
+        """``loaded`` with its torchvision ResNet weights renamed for detectron2's ResNet."""
+        state = loaded["model"]
+        # torchvision's bottleneck strides in the 3x3 conv: a 1x1 conv1 with stride 2 misfits.
+        if "layer1.0.conv3.weight" in state and any(
+            n.endswith("res3.0.conv1") and tuple(getattr(m, "stride", ())) != (1, 1)
+            for n, m in self.model.named_modules()
+        ):
+            raise CheckpointError(
+                f"Checkpoint '{filename}' holds torchvision bottleneck ResNet weights, which "
+                "stride in the 3x3 conv, but this model strides in the 1x1 conv: set "
+                "MODEL.RESNETS.STRIDE_IN_1X1 False"
+            )
+        self.logger.info("Converting torchvision ResNet weights in %s to detectron2's names "
+                         "(they expect RGB input normalised with ImageNet mean/std)", filename)
+        converted = {_torchvision_to_d2_name(k): v for k, v in state.items()
+                     if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+        # Heuristic matching puts "res2.0.conv1.weight" under backbone.bottom_up. (or anywhere).
+        return {**loaded, "model": converted, "__author__": "torchvision",
+                "matching_heuristics": True}
 
     def load_checked(self, path, what="MODEL.WEIGHTS", misfit="", hint=""):
         """Read ``path`` and load its model tensors; raise :class:`CheckpointError` unless
@@ -92,6 +124,22 @@ class SafeCheckpointer(DetectionCheckpointer):
         checkpoint["num_in_file"] = num_in_file
         checkpoint["num_matched"] = len(self.model.state_dict()) - len(incompatible.missing_keys)
         return checkpoint
+
+
+def _is_torchvision_resnet(state):
+    """Whether ``state`` is a torchvision ResNet state_dict (stem ``conv1``/``bn1``, ``layerN``)."""
+    return all(k in state for k in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight"))
+
+
+def _torchvision_to_d2_name(name):
+    """detectron2's name of a torchvision ResNet tensor (as convert-torchvision-to-d2.py):
+    ``bn1.weight`` -> ``stem.conv1.norm.weight``, ``layer1.0.bn2.bias`` ->
+    ``res2.0.conv2.norm.bias``, ``layer2.0.downsample.1.weight`` -> ``res3.0.shortcut.norm.weight``."""
+    if not name.startswith("layer"):
+        name = "stem." + name
+    name = re.sub(r"layer(\d)", lambda m: f"res{int(m.group(1)) + 1}", name)
+    name = re.sub(r"\bbn(\d)", r"conv\1.norm", name)
+    return name.replace("downsample.0", "shortcut").replace("downsample.1", "shortcut.norm")
 
 
 def _check_fit(incompatible, misfit, hint=""):

@@ -9,8 +9,8 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
 
   1. data       generate the synthetic set (seeded, cached under $DETECTRON2_DATASETS) or
                 check that NEU-DET is in place
-  2. teacher    train the teacher (R-50-FPN) with `train_net.py --config-file ...`
-  3. baseline   train the student (R-18-FPN) without KD
+  2. teacher    train the teacher (R-50-FPN, or EfficientNet-Lite2 with --backbones lite)
+  3. baseline   train the student (R-18-FPN, or Lite0) without KD
      tkd        train the student with TKD from the teacher (the baseline's schedule and seed)
   4. eval_*     evaluate all three with `train_net.py --eval-only` (the TKD checkpoint with
                 the plain student config)
@@ -39,7 +39,8 @@ sys.path.insert(0, REPO)
 
 try:
     from tkd_d2.errors import TKDError
-    from tkd_d2.pipeline import (DATASET_CONFIG_DIRS, DETECTORS, REDO_CHOICES, TINY_MAX_ITER,
+    from tkd_d2.pipeline import (BACKBONE_PAIRS, DATASET_CONFIG_DIRS, DEFAULT_BACKBONES, DETECTORS,
+                                 REDO_CHOICES, TINY_MAX_ITER,
                                  Pipeline, PipelineOptions)
 except ImportError as e:
     if __name__ != "__main__":
@@ -61,6 +62,10 @@ def parse_args(argv=None):
                         help="synthetic (generated, default) or neu_det ($DETECTRON2_DATASETS/NEU-DET)")
     parser.add_argument("--detector", choices=DETECTORS, default="retinanet",
                         help="detector family of teacher and students (default retinanet)")
+    parser.add_argument("--backbones", choices=sorted(BACKBONE_PAIRS), default=DEFAULT_BACKBONES,
+                        help="teacher -> student backbones: lite = ImageNet-pretrained EfficientNet-Lite2 "
+                             "-> Lite0, resnet = R-50 -> R-18 from scratch (default "
+                             f"{DEFAULT_BACKBONES})")
     parser.add_argument("--output", default=None, metavar="DIR",
                         help="output folder (default output/pipeline_<dataset>_<detector>)")
     parser.add_argument("--num-images", type=int, default=6, metavar="N",
@@ -83,11 +88,11 @@ def parse_args(argv=None):
     parser.add_argument("--speed-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
                         help="speed measurement iterations (default 5 20; --tiny 1 3)")
     parser.add_argument("--teacher-config", default=None, metavar="YAML",
-                        help="teacher config (default configs/<dataset>/<detector>_R_50_FPN.yaml)")
+                        help="teacher config (default from --backbones, e.g. configs/<dataset>/<detector>_R_50_FPN.yaml)")
     parser.add_argument("--student-config", default=None, metavar="YAML",
-                        help="plain student config (default configs/<dataset>/<detector>_R_18_FPN.yaml)")
+                        help="plain student config (default from --backbones, e.g. configs/<dataset>/<detector>_R_18_FPN.yaml)")
     parser.add_argument("--tkd-config", default=None, metavar="YAML",
-                        help="TKD student config (default configs/<dataset>/tkd_<detector>_R_50_to_R_18.yaml)")
+                        help="TKD student config (default from --backbones, e.g. configs/<dataset>/tkd_<detector>_R_50_to_R_18.yaml)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                         help="config overrides passed to every train_net.py call (last option)")
     args = parser.parse_args(argv)

