@@ -168,3 +168,16 @@ def test_bench_memory_tiny(tmp_path):
     all_positive(result, ["rss_after_warmup_mb", "rss_end_mb", "rss_max_after_warmup_mb"], "memory")
     assert len(result["samples"]) >= 3
     assert math.isfinite(result["slope_mb_per_100_steps"])
+
+
+def test_bench_backbones_tiny(tmp_path):
+    proc = run_bench("bench_backbones.py", [], tmp_path)
+    result = load(tmp_path, "backbones_retinanet_tiny")
+    assert set(result["models"]) == {"R-18", "R-50", "Lite0", "Lite2"}
+    for name, row in result["models"].items():
+        all_positive(row, ["params_M", "backbone_params_M"], name)
+        for size in ("own", "common"):
+            all_positive(row[size], ["gflops_backbone_fpn", "gflops_head", "images_per_second"], f"{name}.{size}")
+    # the lightweight student is the smallest detector
+    assert min(result["models"], key=lambda n: result["models"][n]["params_M"]) == "Lite0"
+    assert "| Lite0 |" in proc.stdout

@@ -327,9 +327,27 @@ def test_options_fill_in_defaults_and_expand_redo(tmp_path):
     assert PipelineOptions(redo=["all"]).resolved().redo >= {"teacher", "baseline", "tkd", "speed"}
     for bad in (dict(redo=["nope"]), dict(opts=["MODEL.DEVICE"]), dict(num_images=-1),
                 dict(max_iter=0), dict(speed_iters=[1, 0]), dict(detector="yolo"),
-                dict(dataset="coco")):
+                dict(dataset="coco"), dict(backbones="vgg")):
         with pytest.raises(ConfigError):
             PipelineOptions(**bad).resolved()
+
+
+@pytest.mark.parametrize("backbones", ["resnet", "lite"])
+@pytest.mark.parametrize("detector", ["retinanet", "fcos"])
+def test_backbones_choose_existing_configs_of_the_family(tmp_path, backbones, detector):
+    from tkd_d2.config import is_distiller_config, load_config
+    from tkd_d2.modeling import family_of
+    from tkd_d2.pipeline import Pipeline, PipelineOptions
+
+    root = Path(__file__).resolve().parents[1]
+    pipeline = Pipeline(PipelineOptions(backbones=backbones, detector=detector,
+                                        output=str(tmp_path / "out")), project_root=str(root))
+    for model, path in pipeline.configs.items():
+        cfg = load_config(path, register_datasets=False)
+        assert family_of(cfg).name == detector
+        assert is_distiller_config(cfg) == (model == "tkd")
+        lite = cfg.MODEL.BACKBONE.NAME == "build_efficientnet_lite_fpn_backbone"
+        assert lite == (backbones == "lite"), (model, path)
 
 
 def test_pipeline_needs_the_project_root(tmp_path):
