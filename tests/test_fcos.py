@@ -77,3 +77,49 @@ def test_crd_decodes_with_the_teachers_transform(tmp_path):
         losses = model(_batch())
     assert torch.isfinite(losses["loss_crd_box"])
     assert len(decoded) == 2  # the cross head's deltas and the teacher's
+
+
+def _detectron2_assignment(model, anchors, instances):
+    """detectron2's own FCOS assignment (matched box index per point, -1: background) for
+    one image, through whichever helper this build has: the 2022 snapshot's
+    ``match_anchors`` or upstream's ``_match_anchors`` quality matrix."""
+    from detectron2.modeling.meta_arch.fcos import FCOS
+
+    if hasattr(FCOS, "_match_anchors"):
+        quality = FCOS._match_anchors(model, instances.gt_boxes, anchors)
+        best, index = quality.max(dim=0)
+        index[best < 1e-5] = -1
+        return index
+    return FCOS.match_anchors(model, anchors, [instances])[0]
+
+
+def test_assignment_equals_detectrons_own_and_handles_empty_images():
+    from detectron2.structures import Boxes, Instances
+
+    model = build_model(_cfg("configs/Synthetic/fcos_R_18_FPN.yaml", SMALL))
+    size = 256
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(12, 2, generator=g) * size * 0.7
+    boxes = torch.cat([xy, xy + 8 + torch.rand(12, 2, generator=g) * size * 0.5], dim=1).clamp(max=size)
+    boxes[5] = boxes[4]  # overlapping duplicates and nested boxes: the smaller box wins
+    boxes[6] = torch.tensor([10.0, 10.0, 240.0, 240.0])
+    boxes[7] = torch.tensor([40.0, 40.0, 80.0, 80.0])
+    with_boxes = Instances((size, size), gt_boxes=Boxes(boxes), gt_classes=torch.arange(12) % 6)
+    empty = Instances((size, size), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long))
+    features = [torch.zeros(1, 1, size // s, size // s) for s in (8, 16, 32, 64, 128)]
+    anchors = model.anchor_generator(features)
+    labels, matched = model.label_anchors(anchors, [with_boxes, empty])
+
+    expected = _detectron2_assignment(model, anchors, with_boxes)
+    assert (expected >= 0).sum() > 20  # the case has positives on several levels
+    assert torch.equal(labels[0] == model.num_classes, expected < 0)
+    positive = expected >= 0
+    assert torch.equal(labels[0][positive], with_boxes.gt_classes[expected[positive]])
+    assert torch.equal(matched[0][positive], boxes[expected[positive]])
+    # an image without boxes: every point background, boxes a plain zero tensor
+    assert torch.equal(labels[1], torch.full_like(labels[1], model.num_classes))
+    assert isinstance(matched[1], torch.Tensor) and not matched[1].any()
+    with EventStorage():
+        model.train()
+        losses = model(_batch())  # one image with boxes, one without
+    assert all(torch.isfinite(v) for v in losses.values())

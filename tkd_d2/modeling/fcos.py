@@ -97,33 +97,58 @@ class FCOSDetector(FCOS):
         }
 
     @torch.no_grad()
-    def match_anchors(self, anchors, gt_instances):
-        """detectron2's matching, plus images without boxes (all locations background)."""
-        if all(len(g) > 0 for g in gt_instances):
-            return super().match_anchors(anchors, gt_instances)
-        num_anchors = sum(len(a) for a in anchors)
-        device = anchors[0].tensor.device
-        return [
-            super(FCOSDetector, self).match_anchors(anchors, [g])[0] if len(g) > 0
-            else torch.full((num_anchors,), -1, dtype=torch.long, device=device)
-            for g in gt_instances
-        ]
-
-    @torch.no_grad()
     def label_anchors(self, anchors, gt_instances):
-        """detectron2's labelling, plus images without boxes."""
-        matched_indices = self.match_anchors(anchors, gt_instances)
-        matched_labels, matched_boxes = [], []
-        for gt_index, gt_per_image in zip(matched_indices, gt_instances):
-            if len(gt_per_image) == 0:
-                matched_labels.append(torch.full_like(gt_index, self.num_classes))
-                matched_boxes.append(Boxes(gt_index.new_zeros((len(gt_index), 4), dtype=torch.float32)))
+        """The FCOS assignment, per image: the class (``num_classes``: background) and the
+        box (an R x 4 tensor) each anchor point is responsible for. A point is positive for
+        a box when it lies inside it, within ``center_sampling_radius`` strides of its centre,
+        and its largest edge distance falls in its level's range (4-8 strides, open at the
+        ends); the smallest such box wins. Images without boxes are all background.
+
+        Owned here rather than inherited: detectron2 renamed the parent's helpers and changed
+        what they return (match_anchors -> _match_anchors, Boxes -> tensors) in 2022."""
+        num_per_level = [len(a) for a in anchors]
+        anchors = Boxes.cat(anchors).tensor
+        centers = (anchors[:, :2] + anchors[:, 2:]) / 2  # (R, 2)
+        sizes = anchors[:, 2] - anchors[:, 0]  # (R,) the level's stride
+        lower, upper = sizes * 4, sizes * 8
+        lower[: num_per_level[0]] = 0
+        upper[-num_per_level[-1]:] = float("inf")
+        gt_labels, gt_boxes = [], []
+        for instances in gt_instances:
+            boxes = instances.gt_boxes.tensor  # (M, 4)
+            if len(boxes) == 0:
+                gt_labels.append(torch.full((len(anchors),), self.num_classes, dtype=torch.long,
+                                            device=anchors.device))
+                gt_boxes.append(torch.zeros_like(anchors))
                 continue
-            label = gt_per_image.gt_classes[gt_index.clip(min=0)]
-            label[gt_index < 0] = self.num_classes  # background
-            matched_labels.append(label)
-            matched_boxes.append(gt_per_image.gt_boxes[gt_index.clip(min=0)])
-        return matched_labels, matched_boxes
+            # edge distances (left, top, right, bottom) of every point to every box: (M, R, 4)
+            edges = torch.cat([centers[None] - boxes[:, None, :2], boxes[:, None, 2:] - centers[None]], dim=2)
+            box_centers = (boxes[:, :2] + boxes[:, 2:]) / 2
+            near_center = (centers[None] - box_centers[:, None]).abs().amax(dim=2) < \
+                self.center_sampling_radius * sizes[None]
+            farthest = edges.amax(dim=2)
+            match = near_center & (edges.amin(dim=2) > 0) & (farthest > lower) & (farthest < upper)
+            areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+            quality = match.to(torch.float32) * (1e8 - areas[:, None])  # smallest box first
+            best, index = quality.max(dim=0)
+            index[best < 1e-5] = -1
+            labels = instances.gt_classes[index.clip(min=0)]
+            labels[index < 0] = self.num_classes
+            gt_labels.append(labels)
+            gt_boxes.append(boxes[index.clip(min=0)])
+        return gt_labels, gt_boxes
+
+    def compute_ctrness_targets(self, anchors, gt_boxes):
+        """Centerness of every anchor point in its assigned box (``gt_boxes``: R x 4 tensors
+        per image): sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)), N x R."""
+        anchors = Boxes.cat(anchors).tensor
+        if not gt_boxes:
+            return anchors.new_zeros((0, len(anchors)))
+        edges = torch.stack([self.box2box_transform.get_deltas(anchors, b) for b in gt_boxes])
+        left_right, top_bottom = edges[:, :, [0, 2]], edges[:, :, [1, 3]]
+        ratio = (left_right.amin(dim=-1) / left_right.amax(dim=-1)) * (
+            top_bottom.amin(dim=-1) / top_bottom.amax(dim=-1))
+        return torch.sqrt(ratio)
 
     def losses(
         self, anchors, pred_logits, gt_labels, pred_anchor_deltas, gt_boxes, pred_centerness
@@ -148,7 +173,7 @@ class FCOSDetector(FCOS):
             anchors,
             self.box2box_transform,
             pred_anchor_deltas,
-            [x.tensor for x in gt_boxes],
+            gt_boxes,
             pos_mask,
             box_reg_loss_type=self.box_reg_loss_type,
         )
