@@ -23,6 +23,24 @@ def test_missing_c_op_raises_clear_error():
         pairwise_iou_rotated(boxes, boxes)
 
 
+@pytest.mark.skipif(compat.HAS_C_EXTENSION, reason="detectron2 here has its C++ extension")
+def test_missing_registered_op_raises_clear_error():
+    # upstream calls its ops as torch.ops.detectron2.<op>, bypassing detectron2._C
+    import torch
+
+    with pytest.raises(compat.MissingCExtensionError, match="nms_rotated.*without its C\\+\\+ extension"):
+        torch.ops.detectron2.nms_rotated
+
+
+def test_shims_are_applied_only_where_the_build_needs_them():
+    # decided by what the build does, never by its version string (snapshot and upstream both say 0.6)
+    if "PIL.Image.LINEAR" in compat.applied_shims:
+        assert "Image.LINEAR" in compat._detectron2_source("data/transforms/transform.py")
+    if "RetinaNetHead GN type probe" in compat.applied_shims:
+        assert "get_norm(norm, 1)" in compat._detectron2_source("modeling/meta_arch/retinanet.py")
+    assert ("detectron2._C stand-in" in compat.applied_shims) == (not compat.HAS_C_EXTENSION)
+
+
 def test_apply_is_idempotent():
     before = list(compat.applied_shims)
     compat.apply()

@@ -8,14 +8,17 @@ shims that are needed rebind module globals of detectron2 or its dependencies *i
 it; ``applied_shims`` names the ones installed. The shims:
 
 * ``detectron2._C`` missing → a stand-in module whose every op raises :class:`MissingCExtensionError`
-  naming the op, so ``detectron2.layers`` and ``detectron2.evaluation`` import. Nothing this
-  project uses needs ``_C``: evaluation runs pycocotools' pure-Python ``COCOeval``.
-* ``PIL.Image.LINEAR`` (removed in Pillow 10, used as a default argument in
-  ``detectron2.data.transforms``) → alias of ``PIL.Image.BILINEAR`` (the same filter).
+  naming the op, so ``detectron2.layers`` and ``detectron2.evaluation`` import; the same
+  stand-in answers ``torch.ops.detectron2.*`` (how upstream calls its rotated ops). Nothing
+  this project uses needs ``_C``: evaluation runs pycocotools' pure-Python ``COCOeval``.
+* ``PIL.Image.LINEAR`` (removed in Pillow 10, used as a default argument in the snapshot's
+  ``detectron2.data.transforms``; upstream uses BILINEAR) → alias of ``PIL.Image.BILINEAR``
+  (the same filter), only where detectron2's source names it.
 * ``pkg_resources`` (gone from current setuptools, imported by ``detectron2.model_zoo``) →
   a minimal stand-in with ``resource_filename`` backed by ``importlib.resources``.
 * ``RetinaNetHead`` probes its norm type with ``get_norm(norm, 1)``, which fails for "GN"
-  (32 groups do not divide 1 channel) → that probe gets a 32-channel norm instead.
+  (32 groups do not divide 1 channel) → that probe gets a 32-channel norm instead, only
+  where building a GN head fails (the snapshot; upstream probes with 32).
 * ``create_ddp_model`` passes ``device_ids=[local_rank]`` even for a CPU model, which
   DistributedDataParallel refuses → for CPU models it passes ``device_ids=None``.
 
@@ -74,9 +77,9 @@ class _MissingCExtension(types.ModuleType):
         if op_name.startswith("__"):
             raise AttributeError(op_name)
         raise MissingCExtensionError(
-            f"detectron2 op '_C.{op_name}' is not available: detectron2 was built without its "
-            "C++ extension (the PyPI sdist pb1-detectron2 ships no C++ sources). tkd_d2 does not "
-            "need it; to use this op, build detectron2 from source with its extension."
+            f"detectron2 op '{op_name}' is not available: detectron2 was built without its "
+            "C++ extension. tkd_d2 does not need it; to use this op, build detectron2 from "
+            "source with its extension (the PyPI sdist pb1-detectron2 has no C++ sources)."
         )
 
 
@@ -98,12 +101,33 @@ def _shim_c_extension():
     sys.modules["detectron2._C"] = stub
     detectron2._C = stub
     applied_shims.append("detectron2._C stand-in")
+    # upstream calls its registered ops directly (torch.ops.detectron2.nms_rotated, ...)
+    import torch
+
+    torch.ops.detectron2 = _MissingCExtension("torch.ops.detectron2")
+    applied_shims.append("torch.ops.detectron2 stand-in")
+
+
+def _detectron2_source(relative_path):
+    """The text of a detectron2 source file (without importing it), or "" if absent."""
+    try:
+        spec = importlib.util.find_spec("detectron2")
+    except (ModuleNotFoundError, ValueError):
+        return ""
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        try:
+            with open(f"{folder}/{relative_path}", encoding="utf-8") as f:
+                return f.read()
+        except OSError:
+            continue
+    return ""
 
 
 def _shim_pillow():
     from PIL import Image
 
-    if not hasattr(Image, "LINEAR"):
+    # needed only where detectron2 still names the removed alias (the snapshot; not upstream)
+    if not hasattr(Image, "LINEAR") and "Image.LINEAR" in _detectron2_source("data/transforms/transform.py"):
         Image.LINEAR = Image.BILINEAR
         applied_shims.append("PIL.Image.LINEAR")
 
@@ -123,13 +147,26 @@ def _shim_pkg_resources():
     applied_shims.append("pkg_resources.resource_filename")
 
 
+def _retinanet_head_takes_group_norm(retinanet):
+    """Whether this build's RetinaNetHead can be built with GN (upstream probes the norm type
+    with 32 channels; the snapshot with 1, which GN refuses)."""
+    from detectron2.layers import ShapeSpec
+
+    try:
+        retinanet.RetinaNetHead(input_shape=[ShapeSpec(channels=32)], num_classes=1,
+                                num_anchors=1, conv_dims=[32], norm="GN")
+    except ValueError:
+        return False
+    return True
+
+
 def _shim_retinanet_norm_probe():
     try:
         from detectron2.modeling.meta_arch import retinanet
     except ImportError:
         return
     original = retinanet.get_norm
-    if getattr(original, "_tkd_shim", False):
+    if getattr(original, "_tkd_shim", False) or _retinanet_head_takes_group_norm(retinanet):
         return
 
     def get_norm(norm, out_channels):

@@ -8,8 +8,15 @@ few modules that import ``detectron2._C`` importable and gives the ops a clear e
 
 If a detectron2 that imports is already installed (e.g. upstream built from source with its
 extension), it is left alone.
+
+    python tools/install_detectron2.py                  # the PyPI snapshot (setup.sh)
+    python tools/install_detectron2.py --source DIR     # a detectron2 source tree (e.g. upstream
+                                                        # main), always installed, no C++ extension,
+                                                        # no dependencies (tools/check_upstream.sh)
 """
+import argparse
 import importlib.util
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -24,26 +31,39 @@ def pip(*args):
     subprocess.check_call([sys.executable, "-m", "pip", *args])
 
 
+def build_without_extension(src, *pip_args):
+    """pip-install the detectron2 source tree ``src`` (modified in place) without its C++ extension."""
+    setup_py = Path(src) / "setup.py"
+    text = setup_py.read_text()
+    if EXT_LINE not in text:
+        sys.exit(f"[install_detectron2] {setup_py}: expected '{EXT_LINE}' not found; "
+                 "the source changed, install detectron2 by hand")
+    setup_py.write_text(text.replace(EXT_LINE, "ext_modules=[],"))
+    pip("install", "--no-build-isolation", "--quiet", *pip_args, str(src))
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", metavar="DIR", help="a detectron2 source tree to install instead")
+    args = parser.parse_args()
+    if args.source:
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "detectron2-src"
+            shutil.copytree(args.source, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info"))
+            build_without_extension(src, "--no-deps")
+        print(f"[install_detectron2] installed detectron2 from {args.source} (Python only, no C++ extension)")
+        return
     if importlib.util.find_spec("detectron2") is not None:
         print("[install_detectron2] detectron2 already installed; leaving it alone")
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        # --no-build-isolation: the sdist's setup.py imports torch to compute its metadata.
         pip("download", "--no-deps", "--no-build-isolation", "--quiet", SDIST, "-d", str(tmp))
         (archive,) = tmp.glob("*.tar.gz")
         with tarfile.open(archive) as tar:
             tar.extractall(tmp, filter="data")
         (src,) = [p for p in tmp.iterdir() if p.is_dir()]
-        setup_py = src / "setup.py"
-        text = setup_py.read_text()
-        if EXT_LINE not in text:
-            sys.exit(f"[install_detectron2] {setup_py}: expected '{EXT_LINE}' not found; "
-                     "the sdist changed, install detectron2 by hand")
-        # Build without the C++ extension (its sources are not in the sdist).
-        setup_py.write_text(text.replace(EXT_LINE, "ext_modules=[],"))
-        pip("install", "--no-build-isolation", "--quiet", str(src))
+        build_without_extension(src)
     print("[install_detectron2] installed detectron2 (Python only, no C++ extension)")
 
 
