@@ -106,7 +106,7 @@ def test_first_run_completes_every_stage(pipeline):
     assert sum("train_net.py --eval-only" in c for c in commands) == 3, commands
     # the distilled checkpoint is evaluated with the plain student config
     eval_tkd = next(c for c in commands if "--eval-only" in c and "/tkd/model_final.pth" in c)
-    assert "retinanet_R_18_FPN.yaml" in eval_tkd and "tkd_retinanet" not in eval_tkd
+    assert "retinanet_Lite0_FPN.yaml" in eval_tkd and "tkd_retinanet" not in eval_tkd
     # the TKD student's teacher is built from the config its training dumped (overrides included)
     train_tkd = next(c for c in commands if "tkd_retinanet" in c)
     assert f"MODEL.TKD.TEACHER.CONFIG {pipeline['out'] / 'teacher' / 'config.yaml'}" in train_tkd
@@ -232,14 +232,14 @@ def test_changed_settings_are_not_silently_reused(pipeline):
 @pytest.mark.slow
 def test_failing_stage_is_named_with_its_log(pipeline):
     out = pipeline["tmp"] / "failing"
-    # a ResNet depth that does not exist: the config loads, the teacher's training fails
+    # an EfficientNet variant that does not exist: the config loads, the teacher's training fails
     proc = run_pipeline(out, pipeline["env"], "--tiny", "--max-iter", "1", "--opts",
-                        "MODEL.RESNETS.DEPTH", "7", cwd=str(pipeline["tmp"]))
+                        "MODEL.EFFICIENTNET.VARIANT", "lite7", cwd=str(pipeline["tmp"]))
     assert proc.returncode == 1, explain(proc)
     match = re.search(r"stage 2/6 \(teacher\) failed.*Log: (\S+)", proc.stderr)
     assert match, proc.stderr
     log = Path(match.group(1))
-    assert log.is_file() and "MODEL.RESNETS.DEPTH 7" in log.read_text()
+    assert log.is_file() and "MODEL.EFFICIENTNET.VARIANT lite7" in log.read_text()
     assert not (out / "baseline").exists()  # stopped at the failing stage
     status = json.loads((out / "stages.json").read_text())["stages"]["teacher"]
     assert status["status"] == "failed"

@@ -8,7 +8,7 @@ from helpers import TINY, run_train_net
 pytestmark = pytest.mark.slow  # every test here runs train_net.py or a benchmark script
 
 
-@pytest.mark.parametrize("config", ["retinanet_R_18_FPN", "fcos_R_18_FPN"])
+@pytest.mark.parametrize("config", ["retinanet_R_18_FPN", "fcos_R_18_FPN", "retinanet_Lite0_FPN"])
 def test_train_then_eval_only(tmp_path, config):
     out = tmp_path / "out"
     cfg = f"configs/Synthetic/{config}.yaml"

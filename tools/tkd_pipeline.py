@@ -9,8 +9,9 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
 
   1. data       generate the synthetic set (seeded, cached under $DETECTRON2_DATASETS) or
                 check that NEU-DET is in place
-  2. teacher    train the teacher (R-50-FPN, or EfficientNet-Lite2 with --backbones lite)
-  3. baseline   train the student (R-18-FPN, or Lite0) without KD
+  2. teacher    train the teacher (ImageNet-pretrained EfficientNet-Lite2, or R-50 from
+                scratch with --backbones resnet)
+  3. baseline   train the student (Lite0, or R-18) without KD
      tkd        train the student with TKD from the teacher (the baseline's schedule and seed)
   4. eval_*     evaluate all three with `train_net.py --eval-only` (the TKD checkpoint with
                 the plain student config)
@@ -88,11 +89,11 @@ def parse_args(argv=None):
     parser.add_argument("--speed-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
                         help="speed measurement iterations (default 5 20; --tiny 1 3)")
     parser.add_argument("--teacher-config", default=None, metavar="YAML",
-                        help="teacher config (default from --backbones, e.g. configs/<dataset>/<detector>_R_50_FPN.yaml)")
+                        help="teacher config (default from --backbones, e.g. configs/<dataset>/<detector>_Lite2_FPN.yaml)")
     parser.add_argument("--student-config", default=None, metavar="YAML",
-                        help="plain student config (default from --backbones, e.g. configs/<dataset>/<detector>_R_18_FPN.yaml)")
+                        help="plain student config (default from --backbones, e.g. configs/<dataset>/<detector>_Lite0_FPN.yaml)")
     parser.add_argument("--tkd-config", default=None, metavar="YAML",
-                        help="TKD student config (default from --backbones, e.g. configs/<dataset>/tkd_<detector>_R_50_to_R_18.yaml)")
+                        help="TKD student config (default from --backbones, e.g. configs/<dataset>/tkd_<detector>_Lite2_to_Lite0.yaml)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], metavar="KEY VALUE",
                         help="config overrides passed to every train_net.py call (last option)")
     args = parser.parse_args(argv)

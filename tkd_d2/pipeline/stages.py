@@ -53,7 +53,7 @@ __all__ = [
 
 # dataset → its folder in configs/
 DATASET_CONFIG_DIRS = {"synthetic": "Synthetic", "neu_det": "NEU-DET"}
-DEFAULT_BACKBONES = "resnet"
+DEFAULT_BACKBONES = "lite"  # measured better in the main job's time (BENCHMARKS.md)
 DETECTORS = tuple(sorted(family.name for family in FAMILIES))
 MODELS = ("teacher", "baseline", "tkd")
 # --tiny: a smoke-test scale (a few small synthetic images, tiny batches, no workers).
