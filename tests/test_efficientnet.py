@@ -159,7 +159,7 @@ def test_bn_norm_keeps_trainable_statistics_outside_the_frozen_stages():
 
 def test_lite2_teacher_distils_into_lite0_student(tmp_path):
     from tkd_d2.checkpoint import SafeCheckpointer
-    from tests.test_distiller import KD_TERMS, _batch
+    from test_distiller import KD_TERMS, _batch
 
     teacher_cfg = load_config("configs/Synthetic/retinanet_Lite2_FPN.yaml", [], device="cpu",
                               register_datasets=False)
