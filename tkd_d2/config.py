@@ -27,6 +27,8 @@ __all__ = [
     "PACKAGE_DIR",
     "PACKAGE_CONFIGS",
     "TKD_PARTS",
+    "TKD_PRESETS",
+    "preset_values",
     "is_distiller_config",
 ]
 
@@ -36,6 +38,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_CONFIGS = os.path.join(PACKAGE_DIR, "configs")
 DISTILLER = "TKDDistiller"
 TKD_PARTS = ("crd", "ded", "drd")
+TKD_PRESETS = ("tuned", "reference")
 
 
 def add_tkd_config(cfg):
@@ -101,6 +104,13 @@ def add_tkd_config(cfg):
 
     # ---------------------------------------------------------------- TKD distiller
     _C.MODEL.TKD = CN()
+    # The choices the TKD keys start from (README, "Paper version"): "tuned" (the project's
+    # measured settings: the values these keys and the yaml files hold) or "reference" (the
+    # official TKD code's: weights, no KD warm-up, CRD normaliser and box loss, DRD instance
+    # form; see preset_values). A preset is applied where it is named: it overrides what
+    # the files below it in the _BASE_ chain set; keys set in the file that names it, in
+    # its children or on the command line win over it.
+    _C.MODEL.TKD.PRESET = "tuned"
     _C.MODEL.TKD.TEACHER = CN()
     # A normal config yaml of this project describing the teacher detector. A relative path
     # is found next to the yaml that names it (overrides: the working directory), then in
@@ -128,17 +138,23 @@ def add_tkd_config(cfg):
     # Conv of the head towers whose (pre-activation) output is reused; -1 = the reference
     # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
     _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
-    # Reference weights: RetinaNet cls 1.0 / box 1.0 (box loss GIoU for R-50 -> R-18; the
-    # reference's R-101 -> R-50 uses CIoU, not offered here yet); FCOS cls 0.4 / box 0.75 with
-    # the -log(IoU) box loss (set in configs/Base-FCOS.yaml for every FCOS TKD student).
+    # Reference weights: RetinaNet cls 1.0 / box 1.0 with the GIoU box loss for R-50 -> R-18
+    # and CIoU for R-101 -> R-50; FCOS cls 0.4 / box 0.75 with the -log(IoU) box loss (set in
+    # configs/Base-FCOS.yaml for every FCOS TKD student). MODEL.TKD.PRESET "reference" sets them.
     _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
     _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between decoded boxes
     # Box loss between boxes decoded from the cross head and the teacher: "giou" (1 - GIoU),
-    # "iou" (1 - IoU) or "log_iou" (-log IoU).
+    # "ciou" (1 - CIoU), "iou" (1 - IoU) or "log_iou" (-log IoU).
     _C.MODEL.TKD.CRD.BOX_LOSS = "giou"
     _C.MODEL.TKD.CRD.CENTERNESS_WEIGHT = 0.0  # loss_crd_ctr: FCOS centerness KD (option)
     # Exponent of the quality-focal modulating factor |p_t - p_s|^beta.
     _C.MODEL.TKD.CRD.BETA = 1.0
+    # What the CRD sums are divided by: "running" (the student detector's own running average
+    # of positive anchors per batch, as its detection losses) or "reference" (this batch's
+    # positive anchors for RetinaNet, the sum of the positives' centerness targets for FCOS,
+    # as the reference). Anchors RetinaNet's assigner ignores (IoU between the thresholds)
+    # never count in CRD, either way.
+    _C.MODEL.TKD.CRD.NORMALIZER = "running"
 
     # Multiplies every DED and DRD weight (1.0 reproduces the reference's training).
     _C.MODEL.TKD.FEATURE_WEIGHT = 1.0
@@ -172,6 +188,11 @@ def add_tkd_config(cfg):
     #    same every step.
     _C.MODEL.TKD.DRD.GRAPH_MODE = "per_step"
     _C.MODEL.TKD.DRD.SEED = 0
+    # Layout of the instance graph: "nodes" (above: crop cells as channels, boxes as
+    # positions, one unit for all levels) or "reference" (the reference's: boxes as channels,
+    # normalised over the crop cells, RoIs quantised to whole cells with a one-cell margin,
+    # a fresh unit per level; one box gets a 1-node graph where the reference fails).
+    _C.MODEL.TKD.DRD.INSTANCE_FORM = "nodes"
     # GloRe sizes (state channels, node count); 0 = the reference's choice: pixel level
     # C state channels and C/2 nodes for C FPN channels, instance level roi² and roi²/2.
     _C.MODEL.TKD.DRD.PIXEL_NUM_STATE = 0
@@ -252,6 +273,119 @@ def _merge_opts(cfg, opts):
         raise ConfigError(f"Command-line overrides {list(opts)}: {e}") from None
 
 
+# ---------------------------------------------------------------------------- presets
+# The official TKD code's choices for each student family (meta-architecture). Keys the
+# reference does not have keep their defaults (they are listed where the default is its
+# choice, so that "reference" stays the reference when a default changes).
+_REFERENCE_COMMON = {
+    "MODEL.TKD.WARMUP_ITERS": 0,
+    "MODEL.TKD.FEATURE_WEIGHT": 1.0,
+    "MODEL.TKD.DED.FG_WEIGHT": 5e-4,
+    "MODEL.TKD.DED.BG_WEIGHT": 5e-4,
+    "MODEL.TKD.DED.SSIM_WEIGHT": 5e-4,
+    "MODEL.TKD.DED.TEMPERATURE": 0.5,
+    "MODEL.TKD.DED.SSIM_WINDOW": 11,
+    "MODEL.TKD.DED.SSIM_SIGMA": 1.5,
+    "MODEL.TKD.DRD.INSTANCE_WEIGHT": 5e-4,
+    "MODEL.TKD.DRD.PIXEL_WEIGHT": 5e-4,
+    "MODEL.TKD.DRD.ROI_SIZE": 6,
+    "MODEL.TKD.DRD.GRAPH_MODE": "per_step",
+    "MODEL.TKD.DRD.INSTANCE_FORM": "reference",
+    "MODEL.TKD.DRD.PIXEL_NUM_STATE": 0,
+    "MODEL.TKD.DRD.PIXEL_NUM_NODE": 0,
+    "MODEL.TKD.DRD.INSTANCE_NUM_STATE": 0,
+    "MODEL.TKD.DRD.INSTANCE_NUM_NODE": 0,
+    "MODEL.TKD.CRD.REUSED_HEAD_INDEX": -1,
+    "MODEL.TKD.CRD.BETA": 1.0,
+    "MODEL.TKD.CRD.CENTERNESS_WEIGHT": 0.0,
+    "MODEL.TKD.CRD.NORMALIZER": "reference",
+}
+_REFERENCE_CRD = {
+    # the reference's RetinaNet: CIoU for R-101 -> R-50, GIoU for R-50 -> R-18 (see preset_values)
+    "RetinaNet": {"MODEL.TKD.CRD.CLS_WEIGHT": 1.0, "MODEL.TKD.CRD.BOX_WEIGHT": 1.0},
+    "FCOSDetector": {"MODEL.TKD.CRD.CLS_WEIGHT": 0.4, "MODEL.TKD.CRD.BOX_WEIGHT": 0.75,
+                     "MODEL.TKD.CRD.BOX_LOSS": "log_iou"},
+}
+
+
+def _student_arch(cfg):
+    if is_distiller_config(cfg):
+        return cfg.MODEL.TKD.STUDENT_META_ARCHITECTURE
+    return cfg.MODEL.META_ARCHITECTURE
+
+
+def preset_values(cfg, name=None):
+    """``{dotted key: value}`` that preset ``name`` (default: the config's MODEL.TKD.PRESET)
+    sets on ``cfg``. "tuned" sets nothing: its values are the keys' defaults and the yaml
+    files'. "reference" sets the official TKD code's choices; its RetinaNet CRD box loss is
+    CIoU for a ResNet-50-or-deeper student (the reference's R-101 -> R-50) and GIoU for
+    any other (its R-50 -> R-18).
+    """
+    name = cfg.MODEL.TKD.PRESET if name is None else name
+    if name not in TKD_PRESETS:
+        raise ConfigError(f"MODEL.TKD.PRESET={name!r} is not a preset; choose one of {list(TKD_PRESETS)}")
+    if name == "tuned":
+        return {}
+    arch = _student_arch(cfg)
+    if arch not in _REFERENCE_CRD:
+        raise ConfigError(
+            f"MODEL.TKD.PRESET={name!r}: no reference values for the student {arch!r}; the preset "
+            f"knows {sorted(_REFERENCE_CRD)}"
+        )
+    values = dict(_REFERENCE_COMMON)
+    values.update(_REFERENCE_CRD[arch])
+    if arch == "RetinaNet":
+        deep_resnet = "resnet" in cfg.MODEL.BACKBONE.NAME.lower() and cfg.MODEL.RESNETS.DEPTH >= 50
+        values["MODEL.TKD.CRD.BOX_LOSS"] = "ciou" if deep_resnet else "giou"
+    return values
+
+
+def _yaml_keys(node, prefix=""):
+    if not isinstance(node, dict):
+        return {prefix[:-1]} if prefix else set()
+    keys = set()
+    for k, v in node.items():
+        keys |= _yaml_keys(v, f"{prefix}{k}.")
+    return keys
+
+
+def _yaml_chain(config_file):
+    """``[(path, raw yaml dict)]`` of ``config_file`` and its ``_BASE_`` files, child first."""
+    chain, path = [], config_file
+    while path:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        chain.append((path, raw))
+        base = raw.get("_BASE_")
+        if not base:
+            break
+        base = os.path.expanduser(base)
+        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
+    return chain
+
+
+def _apply_preset(cfg, config_file, opts):
+    """Set the preset's keys except those the user set after naming it (see MODEL.TKD.PRESET)."""
+    values = preset_values(cfg)
+    if not values:
+        return
+    kept = set(opts[::2])
+    if "MODEL.TKD.PRESET" not in kept:
+        for path, raw in _yaml_chain(config_file):  # the files from the one naming the preset down
+            keys = _yaml_keys({k: v for k, v in raw.items() if k != "_BASE_"})
+            kept |= keys
+            if "MODEL.TKD.PRESET" in keys:
+                break
+    for key, value in values.items():
+        if key in kept:
+            continue
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+
+
 def load_config(config_file, opts=(), *, device=None, student=False, register_datasets=True,
                 freeze=True):
     """The project config of ``config_file`` with ``KEY VALUE`` ``opts`` applied.
@@ -278,6 +412,7 @@ def load_config(config_file, opts=(), *, device=None, student=False, register_da
         raise ConfigError(f"config {config_file}: {type(e).__name__}: {e}") from None
     opts = [str(o) for o in opts]
     _merge_opts(cfg, opts)
+    _apply_preset(cfg, config_file, opts)
     teacher = cfg.MODEL.TKD.TEACHER.CONFIG
     if teacher:
         from_command_line = "MODEL.TKD.TEACHER.CONFIG" in opts[::2]

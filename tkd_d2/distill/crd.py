@@ -10,11 +10,14 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import generalized_box_iou_loss
+from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["crd_cls_loss", "crd_box_loss", "crd_centerness_loss", "teacher_box_weight", "align_to_teacher_statistics"]
+__all__ = ["crd_cls_loss", "crd_box_loss", "crd_centerness_loss", "teacher_box_weight", "align_to_teacher_statistics",
+           "CRD_BOX_LOSSES"]
 
 _EPS = 1e-7
+# box losses crd_box_loss offers (mode=)
+CRD_BOX_LOSSES = ("giou", "ciou", "iou", "log_iou")
 
 
 def _normalise(total: Tensor, normalizer) -> Tensor:
@@ -68,8 +71,10 @@ def crd_box_loss(student_boxes: Tensor, teacher_boxes: Tensor, weight: Tensor,
         normalizer: divides the weighted sum; None = the sum of the weights of the valid
             locations. (The reference divides by its detector's ``avg_factor``: the number
             of positive anchors for RetinaNet, the summed centerness targets for FCOS.)
-        mode: "giou" (``1 - GIoU``, reference for RetinaNet), "iou" (``1 - IoU``) or
-            "log_iou" (``-log IoU``, mmdet's IoULoss default, reference for FCOS).
+        mode: "giou" (``1 - GIoU``, the reference's R-50 -> R-18 RetinaNet), "ciou"
+            (``1 - CIoU``, torchvision's complete-IoU loss: the reference's R-101 -> R-50
+            RetinaNet), "iou" (``1 - IoU``) or "log_iou" (``-log IoU``, mmdet's IoULoss
+            default, the reference's FCOS).
     """
     teacher_boxes = teacher_boxes.detach()
     weight = weight.detach()
@@ -83,11 +88,14 @@ def crd_box_loss(student_boxes: Tensor, teacher_boxes: Tensor, weight: Tensor,
     if mode == "giou":
         per_box = generalized_box_iou_loss(student_safe.reshape(-1, 4), teacher_safe.reshape(-1, 4),
                                            reduction="none", eps=_EPS)
+    elif mode == "ciou":
+        per_box = complete_box_iou_loss(student_safe.reshape(-1, 4), teacher_safe.reshape(-1, 4),
+                                        reduction="none", eps=_EPS)
     elif mode in ("iou", "log_iou"):
         iou = _paired_iou(student_safe.reshape(-1, 4), teacher_safe.reshape(-1, 4))
         per_box = 1.0 - iou if mode == "iou" else -torch.log(iou.clamp_min(1e-6))
     else:
-        raise ValueError(f"crd_box_loss: unknown mode {mode!r}")
+        raise ValueError(f"crd_box_loss: unknown mode {mode!r}; expected one of {CRD_BOX_LOSSES}")
     per_box = per_box.reshape(valid.shape)
     weight = torch.where(valid, weight.to(per_box.dtype), torch.zeros_like(per_box))
     total = (per_box * weight).sum()

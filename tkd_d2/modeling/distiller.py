@@ -21,19 +21,22 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from ..config import student_cfg as to_student_cfg
-from ..distill.crd import crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
+from ..distill.crd import CRD_BOX_LOSSES, crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
-from ..errors import KDLossError
+from ..errors import ConfigError, KDLossError
 from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
 from .teacher import build_teacher
 
-__all__ = ["TKDDistiller", "KDLossError"]
+__all__ = ["TKDDistiller", "KDLossError", "CRD_NORMALIZERS"]
 
 logger = logging.getLogger(__name__)
 
 STUDENT_PREFIX = "student."
+# "running": the student detector's own running average of positives (detectron2's);
+# "reference": the batch's own count (the family's reference_crd_normalizer)
+CRD_NORMALIZERS = ("running", "reference")
 
 
 @META_ARCH_REGISTRY.register()
@@ -51,6 +54,7 @@ class TKDDistiller(nn.Module):
         warmup_iters: int = 0,
         crd_beta: float = 1.0,
         crd_box_loss_type: str = "giou",
+        crd_normalizer: str = "running",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
     ):
@@ -62,6 +66,8 @@ class TKDDistiller(nn.Module):
                 pre-activation; 0 = head input) and finishes in the teacher's head.
             weights: loss name (e.g. "loss_ded_fg") → weight; 0 skips that computation.
             warmup_iters: KD weights ramp linearly from 0 over this many iterations.
+            crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
+            crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
         """
         super().__init__()
         self.student = student
@@ -75,7 +81,13 @@ class TKDDistiller(nn.Module):
         self.weights = dict(weights)
         self.warmup_iters = int(warmup_iters)
         self.crd_beta = crd_beta
+        if crd_box_loss_type not in CRD_BOX_LOSSES:
+            raise ConfigError(f"MODEL.TKD.CRD.BOX_LOSS={crd_box_loss_type!r} is not one of {CRD_BOX_LOSSES}")
+        if crd_normalizer not in CRD_NORMALIZERS:
+            raise ConfigError(f"MODEL.TKD.CRD.NORMALIZER={crd_normalizer!r} is not one of {CRD_NORMALIZERS}")
         self.crd_box_loss_type = crd_box_loss_type
+        self.crd_normalizer = crd_normalizer
+        self.family = _family_of_module(student)
         self.distill_ded = ded
         self.distill_drd = drd
         self._iter = 0
@@ -88,6 +100,7 @@ class TKDDistiller(nn.Module):
             )
         if num_convs != len(split_tower(t_head.cls_subnet).pre):
             raise ValueError("CRD needs student and teacher heads with the same number of convs")
+        _check_same_anchors(student.anchor_generator, teacher.anchor_generator, self.family)
         self._s_blocks = (split_tower(s_head.cls_subnet), split_tower(s_head.bbox_subnet))
         self._t_blocks = (split_tower(t_head.cls_subnet), split_tower(t_head.bbox_subnet))
 
@@ -117,7 +130,10 @@ class TKDDistiller(nn.Module):
         tkd = cfg.MODEL.TKD
         family = family_of(cfg)
         student = build_model(to_student_cfg(cfg))
-        teacher, _, info = build_teacher(cfg)
+        teacher, teacher_cfg, info = build_teacher(cfg)
+        # before the distiller's own check: here the message can quote both configs' keys
+        _check_same_anchors(student.anchor_generator, teacher.anchor_generator, family,
+                            configs=(cfg, teacher_cfg, info["config"]))
         index = tkd.CRD.REUSED_HEAD_INDEX
         if index < 0:
             index = family.reused_head_index
@@ -151,6 +167,7 @@ class TKDDistiller(nn.Module):
                 pixel_num_node=tkd.DRD.PIXEL_NUM_NODE or None,
                 instance_num_state=tkd.DRD.INSTANCE_NUM_STATE or None,
                 instance_num_node=tkd.DRD.INSTANCE_NUM_NODE or None,
+                instance_form=tkd.DRD.INSTANCE_FORM,
             )
         return {
             "student": student,
@@ -162,6 +179,7 @@ class TKDDistiller(nn.Module):
             "warmup_iters": tkd.WARMUP_ITERS,
             "crd_beta": tkd.CRD.BETA,
             "crd_box_loss_type": tkd.CRD.BOX_LOSS,
+            "crd_normalizer": tkd.CRD.NORMALIZER,
             "ded": ded,
             "drd": drd,
         }
@@ -231,7 +249,7 @@ class TKDDistiller(nn.Module):
                 if need_crd else None
 
         if need_crd:
-            losses.update(self._crd_losses(s_feats, s_head, t_head, w))
+            losses.update(self._crd_losses(s_feats, s_head, t_head, gt_instances, w))
         gt_boxes = [inst.gt_boxes.tensor for inst in gt_instances]
         s_level = [s_feature_dict[f] for f in self.in_features]
         t_level = [t_feature_dict[f] for f in self.in_features]
@@ -251,7 +269,7 @@ class TKDDistiller(nn.Module):
         self._check_finite(losses)
         return losses
 
-    def _crd_losses(self, s_feats, s_head, t_head, w):
+    def _crd_losses(self, s_feats, s_head, t_head, gt_instances, w):
         student, teacher = self.student, self.teacher
         reused = reuse_teacher_head(
             teacher.head, *self._t_blocks, s_head, t_head, self.reused_head_index,
@@ -260,27 +278,36 @@ class TKDDistiller(nn.Module):
         num_classes = student.num_classes
         out = {}
         t_logits = flatten_levels(t_head.predictions[0], num_classes)
-        # normalised like the detector's own losses (its EMA of the number of positives)
-        normalizer = float(getattr(student, "loss_normalizer", 1.0))
+        anchors = student.anchor_generator(s_feats)  # per level Boxes; teacher's are the same
+        # The assignment again (one IoU matrix / point test per image): the student's own
+        # losses keep theirs inside detectron2's forward_training.
+        need_labels = self.family.assigner_ignores or self.crd_normalizer == "reference"
+        labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
+        # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
+        label_weight = (torch.stack(labels) >= 0).to(t_logits.dtype) if self.family.assigner_ignores else None
+        normalizer = self._crd_normalizer(anchors, labels, matched_boxes)
         if "loss_crd_cls" in w:
             r_logits = flatten_levels(reused[0], num_classes)
             out["loss_crd_cls"] = w["loss_crd_cls"] * crd_cls_loss(
-                r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer
+                r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer, weight=label_weight
             )
         if "loss_crd_box" in w or "loss_crd_ctr" in w:
             weight = teacher_box_weight(t_logits)  # (N, R): teacher's max class probability
+            if label_weight is not None:
+                weight = weight * label_weight
         if "loss_crd_box" in w:
-            anchors = Boxes.cat(student.anchor_generator(s_feats)).tensor  # (R, 4)
+            flat = Boxes.cat(anchors).tensor  # (R, 4)
             r_deltas = flatten_levels(reused[1], 4)
             t_deltas = flatten_levels(t_head.predictions[1], 4)
             n, r = r_deltas.shape[:2]
-            flat_anchors = anchors.unsqueeze(0).expand(n, r, 4).reshape(-1, 4)
+            flat_anchors = flat.unsqueeze(0).expand(n, r, 4).reshape(-1, 4)
             # both come out of the teacher's box predictor: decode with the teacher's transform
             transform = teacher.box2box_transform
             r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(
-                r_boxes, t_boxes, weight, normalizer=normalizer, mode=self.crd_box_loss_type
+                r_boxes, t_boxes, weight, normalizer=normalizer, mode=self.crd_box_loss_type,
+                valid_mask=None if label_weight is None else label_weight > 0,
             )
         if "loss_crd_ctr" in w:
             r_ctr = flatten_levels(reused[2], 1).squeeze(-1)
@@ -289,6 +316,24 @@ class TKDDistiller(nn.Module):
                 r_ctr, t_ctr, weight, normalizer=normalizer
             )
         return out
+
+    def _crd_normalizer(self, anchors, labels, matched_boxes):
+        """What CRD's sums are divided by (MODEL.TKD.CRD.NORMALIZER).
+
+        "running": the student's running average of positives per batch, as its own losses
+        (detectron2's EMA: early on and after a change far from the batch's count).
+        "reference": the batch's positive anchors (RetinaNet; at least 1) or the sum of the
+        positives' centerness targets (FCOS; at least 1e-6), as the reference's avg_factor
+        (per process: the reference's FCOS averages it over GPUs).
+        """
+        if self.crd_normalizer == "running":
+            return float(getattr(self.student, "loss_normalizer", 1.0))
+        labels = torch.stack(labels)  # (N, R)
+        positive = (labels >= 0) & (labels != self.student.num_classes)
+        if self.family.reference_crd_normalizer == "positives":
+            return positive.sum().clamp_min(1).to(torch.float32)
+        centerness = self.student.compute_ctrness_targets(anchors, matched_boxes)  # (N, R)
+        return centerness[positive].sum().clamp_min(1e-6)
 
     def _check_finite(self, losses):
         values = torch.stack([v.detach().float() for v in losses.values()])
@@ -320,3 +365,70 @@ def _add_student_prefix(state_dict, prefix, local_metadata, strict, missing_keys
         if rest.startswith("distill_") or rest.startswith(STUDENT_PREFIX):
             continue
         state_dict[prefix + STUDENT_PREFIX + rest] = state_dict.pop(key)
+
+
+def _cell_anchor_sizes(generator):
+    """Per level, the (width, height) of each cell anchor, rounded for messages."""
+    return [[(round(float(x2 - x1), 2), round(float(y2 - y1), 2)) for x1, y1, x2, y2 in cells.tolist()]
+            for cells in generator.cell_anchors]
+
+
+def _family_of_module(detector):
+    """The family of a detector module (its class or a base class is the meta-architecture)."""
+    for cls in type(detector).__mro__:
+        try:
+            return family_of(cls.__name__, "the student's class")
+        except ConfigError:
+            continue
+    return family_of(type(detector).__name__, "the student's class")  # raises, naming it
+
+
+def _anchor_keys(cfg):
+    gen = cfg.MODEL.ANCHOR_GENERATOR
+    return {k: gen[k] for k in ("SIZES", "ASPECT_RATIOS", "OFFSET")}
+
+
+def _check_same_anchors(student_anchors, teacher_anchors, family, configs=None):
+    """CRD decodes the teacher's box predictions on the student's anchors: they must be the
+    teacher's own anchors too (same strides, offset, sizes and aspect ratios). ``configs``:
+    (student cfg, teacher cfg, teacher config path), to quote their keys in the error."""
+    s_strides, t_strides = list(student_anchors.strides), list(teacher_anchors.strides)
+    node = family.config_node
+    if configs is not None and family.anchors_from_config:
+        s_cfg, t_cfg, t_path = configs
+        s_keys, t_keys = _anchor_keys(s_cfg), _anchor_keys(t_cfg)
+    else:
+        s_keys = t_keys = None
+    if s_strides != t_strides:
+        raise ConfigError(
+            f"Teacher and student anchors have different strides: student {s_strides}, teacher "
+            f"{t_strides} (the head's levels, MODEL.{node}.IN_FEATURES, and the backbones' strides): "
+            "CRD decodes the teacher's boxes on the student's anchors; give both the same levels"
+        )
+    s_cells, t_cells = list(student_anchors.cell_anchors), list(teacher_anchors.cell_anchors)
+    same = len(s_cells) == len(t_cells) and all(
+        a.shape == b.shape and torch.allclose(a.cpu(), b.cpu()) for a, b in zip(s_cells, t_cells))
+    same_offset = float(student_anchors.offset) == float(teacher_anchors.offset)
+    if s_keys is not None and not (same and same_offset):
+        differ = [k for k in s_keys if s_keys[k] != t_keys[k]] or list(s_keys)
+        raise ConfigError(
+            "Teacher and student anchors differ: " + "; ".join(
+                f"MODEL.ANCHOR_GENERATOR.{k} is {s_keys[k]} for the student but {t_keys[k]} for "
+                f"the teacher ({t_path})" for k in differ)
+            + ". CRD decodes the teacher's boxes on the student's anchors: train the teacher "
+            "with the student's anchors (or set the student's to the teacher's)"
+        )
+    if not same_offset:
+        raise ConfigError(
+            f"Teacher and student anchors have different MODEL.ANCHOR_GENERATOR.OFFSET: student "
+            f"{student_anchors.offset}, teacher {teacher_anchors.offset}: CRD decodes the teacher's "
+            "boxes on the student's anchors; set the same offset in both configs"
+        )
+    if not same:
+        keys = "MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS" if family.anchors_from_config else \
+            f"the head's strides (MODEL.{node}.IN_FEATURES)"
+        raise ConfigError(
+            f"Teacher and student anchors differ ({keys}): anchor (width, height) per level, student "
+            f"{_cell_anchor_sizes(student_anchors)}, teacher {_cell_anchor_sizes(teacher_anchors)}: "
+            "CRD decodes the teacher's boxes on the student's anchors; give both the same anchors"
+        )

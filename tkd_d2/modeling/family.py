@@ -16,14 +16,23 @@ class DetectorFamily(NamedTuple):
     reused_head_index: int
     # head outputs: [logits, box deltas] (+ [centerness]); centerness has its own CRD term
     has_centerness: bool
+    # the assigner marks anchors it ignores with label -1 (RetinaNet: IoU between the two
+    # thresholds); CRD leaves them out, as the reference's label weights do
+    assigner_ignores: bool
+    # CRD's reference normaliser: "positives" (the batch's positive anchors) or
+    # "centerness" (the sum of the positives' centerness targets)
+    reference_crd_normalizer: str
+    # anchors come from MODEL.ANCHOR_GENERATOR (RetinaNet); False: one point per location,
+    # from the head's strides alone (FCOS)
+    anchors_from_config: bool
 
     def num_classes(self, cfg):
         return cfg.MODEL[self.config_node].NUM_CLASSES
 
 
 FAMILIES = (
-    DetectorFamily("retinanet", "RetinaNet", "RetinaNet", "RETINANET", 3, False),
-    DetectorFamily("fcos", "FCOS", "FCOSDetector", "FCOS", 2, True),
+    DetectorFamily("retinanet", "RetinaNet", "RetinaNet", "RETINANET", 3, False, True, "positives", True),
+    DetectorFamily("fcos", "FCOS", "FCOSDetector", "FCOS", 2, True, False, "centerness", False),
 )
 
 
