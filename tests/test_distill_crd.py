@@ -85,7 +85,21 @@ def test_box_loss_ignores_invalid_and_degenerate_locations():
     assert empty.item() == 0.0
 
 
-@pytest.mark.parametrize("mode", ["giou", "iou", "log_iou"])
+def test_ciou_box_loss_is_torchvisions_complete_iou_loss():
+    from torchvision.ops import complete_box_iou_loss
+
+    s, t = random_boxes((2, 6), 6), random_boxes((2, 6), 7)
+    weight = torch.rand(2, 6)
+    per_box = complete_box_iou_loss(s.reshape(-1, 4), t.reshape(-1, 4), reduction="none").reshape(2, 6)
+    torch.testing.assert_close(crd_box_loss(s, t, weight, normalizer=3.0, mode="ciou"),
+                               (per_box * weight).sum() / 3.0)
+    # CIoU adds the aspect-ratio term to DIoU: it is not GIoU
+    assert not torch.allclose(crd_box_loss(s, t, weight, mode="ciou"), crd_box_loss(s, t, weight, mode="giou"))
+    with pytest.raises(ValueError, match="'diou'.*ciou"):
+        crd_box_loss(s, t, weight, mode="diou")
+
+
+@pytest.mark.parametrize("mode", ["giou", "ciou", "iou", "log_iou"])
 def test_box_loss_modes_vanish_at_teacher(mode):
     boxes = random_boxes((5,), 5)
     assert abs(crd_box_loss(boxes, boxes, torch.ones(5), mode=mode).item()) < 1e-5
