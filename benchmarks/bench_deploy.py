@@ -161,7 +161,36 @@ def runtime_variants(det, pair, size, tmp, ort_threads, formats):
                     state["i"] += 1
                     state["detections"].append(len(predictor.predict(image, (size, size))))
                 variants[f"student {label}"] = (run, state)
+                if fmt == "onnx" and openvino_available():
+                    variants["student openvino"] = openvino_variant(out, images, size, ort_threads)
     return variants, info
+
+
+def openvino_available():
+    try:
+        import openvino  # noqa: F401  (optional: pip install openvino, or the [openvino] extra)
+    except ImportError:
+        return False
+    return True
+
+
+def openvino_variant(export_dir, images, size, threads):
+    """The same model.onnx compiled by OpenVINO (CPU), with the ONNX predictor's rescaling."""
+    import openvino as ov
+
+    from tkd_d2.deploy.runtime import rescale_boxes
+
+    compiled = ov.Core().compile_model(str(Path(export_dir) / "model.onnx"), "CPU",
+                                       {"INFERENCE_NUM_THREADS": threads})
+    state = {"i": 0, "detections": []}
+
+    def run():
+        image = images[state["i"] % len(images)]
+        state["i"] += 1
+        boxes, scores, classes = compiled([image]).values()
+        boxes, _, _ = rescale_boxes(boxes, scores, classes, image.shape[:2], (size, size))
+        state["detections"].append(len(boxes))
+    return run, state
 
 
 def runtime_main(args):

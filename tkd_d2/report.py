@@ -301,8 +301,8 @@ def write_report(path, summary):
     if deploy and deploy.get("rows"):
         rows = []
         for r in deploy["rows"]:
-            path = r.get("ap_results")
-            bbox = load_ap_results(path).get("bbox", {}) if path and os.path.isfile(path) else {}
+            ap_file = r.get("ap_results")
+            bbox = load_ap_results(ap_file).get("bbox", {}) if ap_file and os.path.isfile(ap_file) else {}
             rows.append([r["label"], r["runtime"], fmt_number(r["size_mb"], 1),
                          fmt_number(r["images_per_second"]), fmt_number(bbox.get("AP")),
                          fmt_number(bbox.get("AP50"))])
