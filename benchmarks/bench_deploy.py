@@ -149,20 +149,22 @@ def runtime_variants(det, pair, size, tmp, ort_threads, formats):
             for fmt in formats:
                 out = Path(tmp) / f"{det}_{name}_{fmt}"
                 export_model(cfg, str(out), fmt=fmt, weights=str(weights))
-                kwargs = {"threads": ort_threads} if fmt == "onnx" else {}
-                predictor = load_predictor(str(out), **kwargs)
                 label = {"onnx": "onnxruntime", "torchscript": "torchscript"}[fmt]
                 info[role][f"{label}_file_mb"] = sum(
                     f.stat().st_size for f in out.glob("model.*")) / 1e6
-                state = {"i": 0, "detections": []}
+                # ONNX Runtime once per thread count (the first is the ratios' reference)
+                for threads in (ort_threads if fmt == "onnx" else [None]):
+                    predictor = load_predictor(str(out), **({"threads": threads} if threads else {}))
+                    state = {"i": 0, "detections": []}
 
-                def run(predictor=predictor, state=state):
-                    image = images[state["i"] % len(images)]
-                    state["i"] += 1
-                    state["detections"].append(len(predictor.predict(image, (size, size))))
-                variants[f"student {label}"] = (run, state)
+                    def run(predictor=predictor, state=state):
+                        image = images[state["i"] % len(images)]
+                        state["i"] += 1
+                        state["detections"].append(len(predictor.predict(image, (size, size))))
+                    suffix = f" t{threads}" if fmt == "onnx" else ""
+                    variants[f"student {label}{suffix}"] = (run, state)
                 if fmt == "onnx" and openvino_available():
-                    variants["student openvino"] = openvino_variant(out, images, size, ort_threads)
+                    variants["student openvino"] = openvino_variant(out, images, size, ort_threads[0])
     return variants, info
 
 
@@ -238,7 +240,7 @@ def runtime_main(args):
                                  "mean_detections": statistics.mean(
                                      variants[v][1]["detections"][-len(t):])}
                              for v, t in samples.items()}
-                    ort = speed["student onnxruntime"]["images_per_s"]
+                    ort = speed[f"student onnxruntime t{args.ort_threads[0]}"]["images_per_s"]
                     result["runs"][key] = {
                         "models": info, "speed": speed,
                         "ort_vs_student_eager": ort / speed["student eager"]["images_per_s"],
@@ -280,7 +282,8 @@ def main():
                    help="--runtimes: teacher/student backbone pairs")
     p.add_argument("--sizes", type=int, nargs="+", default=[200, 640],
                    help="--runtimes: square input sizes")
-    p.add_argument("--ort-threads", type=int, default=2, help="--runtimes: ONNX Runtime intra-op threads")
+    p.add_argument("--ort-threads", type=int, nargs="+", default=[2],
+                   help="--runtimes: ONNX Runtime intra-op thread counts (the first: the ratios')")
     p.add_argument("--no-torchscript", dest="torchscript", action="store_false",
                    help="--runtimes: skip the TorchScript export")
     add_results_dir_argument(p)

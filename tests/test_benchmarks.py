@@ -125,7 +125,7 @@ def test_bench_deploy_runtimes_tiny(tmp_path):
                      tmp_path, timeout=600)
     result = load(tmp_path, "deploy_runtimes_tiny")
     run = result["runs"]["fcos/lite/64"]
-    for variant in ("teacher eager", "student eager", "student onnxruntime", "student torchscript"):
+    for variant in ("teacher eager", "student eager", "student onnxruntime t2", "student torchscript"):
         all_positive(run["speed"][variant], ["ms_per_image", "images_per_s", "timed_images"], variant)
     all_positive(run, ["ort_vs_student_eager", "ort_vs_teacher_eager"], "fcos/lite/64")
     assert run["models"]["student"]["onnxruntime_file_mb"] > 0
