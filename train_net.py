@@ -43,7 +43,7 @@ def main(args):
         # the exported graph (ONNX Runtime / TorchScript) through the same loader and evaluator
         from tkd_d2.deploy import ExportedModelAdapter
 
-        results = Trainer.test(cfg, ExportedModelAdapter(args.exported, cfg.INPUT.FORMAT))
+        results = Trainer.test(cfg, ExportedModelAdapter.from_config(args.exported, cfg))
         if comm.is_main_process():
             verify_results(cfg, results)
         return results

@@ -151,7 +151,7 @@ def test_exported_ap_equals_eager_ap(exported, tmp_path):
     model = build_model(student_cfg(cfg)).eval()
     load_weights(model, weights)
     eager = Trainer.test(cfg, model)["bbox"]
-    onnx = Trainer.test(cfg, ExportedModelAdapter(onnx_dir, cfg.INPUT.FORMAT))["bbox"]
+    onnx = Trainer.test(cfg, ExportedModelAdapter.from_config(onnx_dir, cfg))["bbox"]
     assert set(onnx) == set(eager)
     for key, value in eager.items():
         assert abs(onnx[key] - value) <= 0.1 or (value != value and onnx[key] != onnx[key]), key
@@ -230,6 +230,15 @@ def test_missing_onnxruntime_is_an_error(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime → ImportError
     with pytest.raises(DeployError, match="pip install onnxruntime"):
         OnnxPredictor(exported[2])
+
+
+def test_evaluating_an_export_at_another_test_size_is_an_error(exported):
+    cfg, _, onnx_dir = exported
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.MIN_SIZE_TEST = 160
+    with pytest.raises(DeployError, match="INPUT.MIN_SIZE_TEST 160"):
+        ExportedModelAdapter.from_config(onnx_dir, cfg)
 
 
 def test_folder_without_an_export_is_an_error(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .runtime import load_predictor
+from .runtime import DeployError, load_predictor
 
 __all__ = ["ExportedModelAdapter"]
 
@@ -16,6 +16,21 @@ class ExportedModelAdapter(nn.Module):
 
     The mapper's resized image is what the eager model sees, so both are evaluated on the
     same pixels."""
+
+    @classmethod
+    def from_config(cls, model_dir, cfg, **predictor_kwargs):
+        """The adapter for evaluating with ``cfg``'s test loader; the export must have been
+        made for the same test size (the loader resizes, the graph does not)."""
+        adapter = cls(model_dir, cfg.INPUT.FORMAT, **predictor_kwargs)
+        resize = adapter.predictor.info["input"]["resize"]
+        wanted = (int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        if (int(resize["min_size"]), int(resize["max_size"])) != wanted:
+            raise DeployError(
+                f"{model_dir} was exported for test size min {resize['min_size']} / max "
+                f"{resize['max_size']}, the config evaluates at INPUT.MIN_SIZE_TEST {wanted[0]} / "
+                f"INPUT.MAX_SIZE_TEST {wanted[1]}: pass the config (and overrides) it was "
+                "exported with")
+        return adapter
 
     def __init__(self, model_dir, input_format="BGR", **predictor_kwargs):
         super().__init__()

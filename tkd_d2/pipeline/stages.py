@@ -552,7 +552,7 @@ class Pipeline:
             "OUTPUT_DIR", os.path.join(self.out, "eval_deploy")], device="cpu")
         info = export_model(cfg, export_dir, weights=self.weights["tkd"],
                             source_config=self.configs["baseline"])
-        adapter = ExportedModelAdapter(export_dir, cfg.INPUT.FORMAT)
+        adapter = ExportedModelAdapter.from_config(export_dir, cfg)
         Trainer.test(cfg, adapter)  # writes eval_deploy/inference/<test set>/ap_results.json
         dicts = DatasetCatalog.get(self.test_dataset)[: max(1, min(iters, 8))]
         preprocess = Predictor(cfg, self.weights["tkd"]).preprocess  # the eager timing's inputs
