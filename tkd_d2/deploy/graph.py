@@ -94,7 +94,7 @@ class DeployableDetector(nn.Module):
         all_boxes, all_scores, all_classes = [], [], []
         for level_scores, level_deltas, level_anchors in zip(scores, deltas, anchors):
             # top-k of all scores, then the threshold: the same set as detectron2's threshold
-            # then top-k, with a static-size TopK in the graph
+            # then top-k, and TopK's input size follows from the feature size alone
             top_scores, top_index = _top_k(level_scores.flatten(), d.test_topk_candidates)
             keep = top_scores > d.test_score_thresh
             top_scores, top_index = top_scores[keep], top_index[keep]
