@@ -93,6 +93,7 @@ def assert_same_detections(got, expected, image_size):
 test_images.__test__ = False  # a helper, not a test
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_onnx_predictor_gives_the_eager_predictors_detections(exported):
     cfg, weights, onnx_dir = exported
     eager, onnx = Predictor(cfg, weights), OnnxPredictor(onnx_dir)
@@ -104,6 +105,7 @@ def test_onnx_predictor_gives_the_eager_predictors_detections(exported):
         assert_same_detections(got, expected, image.shape[:2])
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_torchscript_export_gives_the_same_detections(exported, tmp_path):
     cfg, weights, _ = exported
     export_model(cfg, str(tmp_path / "ts"), fmt="torchscript", weights=weights)
@@ -113,6 +115,7 @@ def test_torchscript_export_gives_the_same_detections(exported, tmp_path):
                                image.shape[:2])
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_resized_image_boxes_come_back_in_input_pixels(exported):
     """An image larger than the test size: resized inside the predictor, boxes scaled back."""
     import cv2
@@ -137,6 +140,7 @@ def test_resized_image_boxes_come_back_in_input_pixels(exported):
     assert_same_detections(got, expected, (256, 256))
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_exported_ap_equals_eager_ap(exported, tmp_path):
     """The same loader and COCO evaluator on the eager model and on the ONNX export."""
     from detectron2.modeling import build_model
@@ -157,6 +161,7 @@ def test_exported_ap_equals_eager_ap(exported, tmp_path):
         assert abs(onnx[key] - value) <= 0.1 or (value != value and onnx[key] != onnx[key]), key
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_deploy_json_describes_the_model(exported):
     cfg, _, onnx_dir = exported
     info = read_deploy_info(onnx_dir)
@@ -185,6 +190,7 @@ def onnx_ops(path):
     return ops
 
 
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_copied_predictor_runs_without_detectron2(exported):
     """predictor.py in the export folder, with detectron2 and tkd_d2 made unimportable."""
     import cv2
@@ -209,13 +215,16 @@ def test_copied_predictor_runs_without_detectron2(exported):
 
 
 # ------------------------------------------------------------------------------ errors
-def test_checkpoint_that_does_not_fit_is_an_error(exported, tmp_path):
-    cfg, weights, _ = exported
-    node = "RETINANET" if "RetinaNet" in student_cfg(cfg).MODEL.META_ARCHITECTURE else "FCOS"
-    wrong = load_config(REPO / CASES[next(k for k in CASES if node.lower() in k.lower())],
-                        TINY + [f"MODEL.{node}.NUM_CLASSES", "3"], device="cpu")
-    with pytest.raises(CheckpointError, match="model_final.pth"):
-        export_model(wrong, str(tmp_path / "x"), weights=weights)
+def test_checkpoint_that_does_not_fit_is_an_error(data_root, tmp_path):
+    from detectron2.modeling import build_model
+
+    cfg = load_config(REPO / CASES["retinanet_R_18"], TINY, device="cpu")
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)  # 6 classes
+    wrong = load_config(REPO / CASES["retinanet_R_18"], TINY + ["MODEL.RETINANET.NUM_CLASSES", "3"],
+                        device="cpu")
+    with pytest.raises(CheckpointError, match="model_final.pth.*head.cls_score"):
+        export_model(wrong, str(tmp_path / "x"), weights=str(weights))
     assert not (tmp_path / "x" / "model.onnx").exists()
 
 
@@ -226,12 +235,35 @@ def test_unsupported_meta_architecture_is_an_error(data_root, tmp_path):
         export_model(cfg, str(tmp_path / "x"), weights="unused.pth")
 
 
-def test_missing_onnxruntime_is_an_error(exported, monkeypatch):
+def fake_export(folder):
+    """An export folder whose deploy.json is valid (the model file is not read here)."""
+    import json
+
+    folder.mkdir(exist_ok=True)
+    (folder / "model.onnx").write_bytes(b"")
+    (folder / "deploy.json").write_text(json.dumps({
+        "format_version": 1, "format": "onnx", "model_file": "model.onnx", "classes": ["a"],
+        "input": {"resize": {"min_size": 128, "max_size": 213}}}))
+    return folder
+
+
+def test_missing_onnxruntime_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime → ImportError
     with pytest.raises(DeployError, match="pip install onnxruntime"):
-        OnnxPredictor(exported[2])
+        OnnxPredictor(str(fake_export(tmp_path / "export")))
 
 
+def test_export_of_another_format_version_is_an_error(tmp_path):
+    import json
+
+    folder = fake_export(tmp_path / "export")
+    info = json.loads((folder / "deploy.json").read_text())
+    (folder / "deploy.json").write_text(json.dumps(dict(info, format_version=99)))
+    with pytest.raises(DeployError, match="format_version 99"):
+        OnnxPredictor(str(folder))
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_evaluating_an_export_at_another_test_size_is_an_error(exported):
     cfg, _, onnx_dir = exported
     cfg = cfg.clone()
