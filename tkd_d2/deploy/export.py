@@ -8,9 +8,11 @@ it on one image, then writes the export folder described in :mod:`tkd_d2.deploy.
 Both formats come from the same ``torch.jit`` trace. ONNX uses torch's TorchScript-based
 exporter (``dynamo=False``, opset 17): it needs no onnxscript, keeps the data-dependent parts
 (score threshold, ``TopK`` with ``min(k, count)``, ``NonMaxSuppression`` registered by
-torchvision) in one static graph, and exports height and width as dynamic axes. (torch's
-default dynamo exporter would have to express NMS's data-dependent output size as an
-unbacked symbol.)
+torchvision) in one static graph, and exports height and width as dynamic axes. torch's
+default exporter (``dynamo=True``, from ``torch.export``) needs the onnxscript package and
+has to trace NMS's data-dependent output size; it is not used. TorchScript (``torch.jit``)
+still works in torch 2.14 but is deprecated there (``torch.jit.load`` warns): ONNX is the
+format to deploy.
 """
 import datetime
 import logging
