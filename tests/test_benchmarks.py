@@ -120,6 +120,18 @@ def test_bench_deploy_tiny(tmp_path):
     assert "teacher / student" in proc.stdout
 
 
+def test_bench_deploy_runtimes_tiny(tmp_path):
+    proc = run_bench("bench_deploy.py", ["--runtimes", "--detector", "fcos", "--pairs", "lite"],
+                     tmp_path, timeout=600)
+    result = load(tmp_path, "deploy_runtimes_tiny")
+    run = result["runs"]["fcos/lite/64"]
+    for variant in ("teacher eager", "student eager", "student onnxruntime t2", "student torchscript"):
+        all_positive(run["speed"][variant], ["ms_per_image", "images_per_s", "timed_images"], variant)
+    all_positive(run, ["ort_vs_student_eager", "ort_vs_teacher_eager"], "fcos/lite/64")
+    assert run["models"]["student"]["onnxruntime_file_mb"] > 0
+    assert "load average" in result["uptime_before"] and "ORT / teacher eager" in proc.stdout
+
+
 def test_bench_accuracy_tiny(tmp_path):
     out = tmp_path / "runs"
     run_bench("bench_accuracy.py", ["--variants", "baseline", "tkd", "--output-root", str(out)],

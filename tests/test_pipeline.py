@@ -169,6 +169,25 @@ def test_pictures_curves_and_links(pipeline):
 
 
 @pytest.mark.slow
+def test_report_deploy_table_has_the_exported_students_ap(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    out = pipeline["out"]
+    assert (out / "deploy" / "onnx" / "model.onnx").is_file()
+    lines = [l for l in section((out / "report.md").read_text(), "## Deploy") if l.startswith("|")]
+    rows = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines]
+    assert rows[0] == ["model", "runtime", "size (MB)", "images/s", "AP", "AP50"]
+    assert [r[1] for r in rows[2:]] == ["PyTorch eager", "PyTorch eager", "ONNX Runtime"]
+    # the export's AP, AP50 in the table are the eager student's
+    assert [abs(float(a) - float(b)) <= 0.1 for a, b in zip(rows[4][4:], rows[3][4:])] == [True] * 2
+    exported = json.loads((out / "stages.json").read_text())["stages"]["deploy"]["result"]
+    onnx_bbox = json.loads(Path(exported["ap_results"]).read_text())["bbox"]
+    tkd_bbox = ap_results(out, "tkd")[0]["bbox"]
+    # the export evaluated through the same loader and evaluator gives the PyTorch AP
+    assert abs(onnx_bbox["AP"] - tkd_bbox["AP"]) <= 0.1 and abs(onnx_bbox["AP50"] - tkd_bbox["AP50"]) <= 0.1
+    assert exported["size_mb"] > 0 and exported["images_per_second"] > 0
+
+
+@pytest.mark.slow
 def test_stage_file_records_wall_times_and_commands(pipeline):
     assert pipeline["first"].returncode == 0, explain(pipeline["first"])
     out = pipeline["out"]

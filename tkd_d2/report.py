@@ -239,6 +239,8 @@ def write_report(path, summary):
     * ``models``: [{"key", "label", "ap_results": path or None}] in display order
     * ``speed``: {"rows": [{"label", "params", "images_per_second", "ms_per_image"}],
       "note"} or None (see :func:`speed_section`)
+    * ``deploy``: {"rows": [{"label", "runtime", "size_mb", "images_per_second",
+      "ap_results"}], "note"} or None
     * ``stages``: [{"label", "seconds", "status", "note"}]
     * ``curves``: PNG path or None; ``pictures``: [PNG paths]
     * ``commands``: [(label, command string)]
@@ -293,6 +295,21 @@ def write_report(path, summary):
             lines += [speed["note"], ""]
     else:
         lines += ["Not measured.", ""]
+
+    # ---- deploy
+    deploy = summary.get("deploy")
+    if deploy and deploy.get("rows"):
+        rows = []
+        for r in deploy["rows"]:
+            ap_file = r.get("ap_results")
+            bbox = load_ap_results(ap_file).get("bbox", {}) if ap_file and os.path.isfile(ap_file) else {}
+            rows.append([r["label"], r["runtime"], fmt_number(r["size_mb"], 1),
+                         fmt_number(r["images_per_second"]), fmt_number(bbox.get("AP")),
+                         fmt_number(bbox.get("AP50"))])
+        lines += ["## Deploy", "", _md_table(["model", "runtime", "size (MB)", "images/s", "AP",
+                                              "AP50"], rows), ""]
+        if deploy.get("note"):
+            lines += [deploy["note"], ""]
 
     # ---- time
     lines += ["## Wall time of each stage", ""]

@@ -17,12 +17,14 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
                 the plain student config)
   5. pictures   ground truth | teacher | baseline | TKD, side by side, for --num-images images
   6. speed      parameters and CPU images/s (batch 1) of teacher and student
+     deploy     export the TKD student to ONNX (deploy/onnx), its AP through the same
+                evaluator (eval_deploy/) and its ONNX Runtime images/s
      report     report.md + curves.png from the files the runs wrote
 
 Every train_net.py command is printed before it runs, and its output is also saved in
 OUTPUT/logs/<stage>.log. Stage outputs go under --output: teacher/, baseline/, tkd/,
-eval_teacher/, eval_baseline/, eval_tkd/, pictures/, curves.png, report.md, and stages.json
-(status, wall time and command of every stage).
+eval_teacher/, eval_baseline/, eval_tkd/, pictures/, deploy/, eval_deploy/, curves.png,
+report.md, and stages.json (status, wall time and command of every stage).
 
 Rerunning the same command reuses every finished stage (found from its outputs:
 model_final.pth, ap_results.json, ...), resumes an interrupted training from its

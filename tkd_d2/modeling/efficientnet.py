@@ -70,19 +70,25 @@ def _round_channels(channels, width, divisor=8):
 
 class SamePadConv2d(nn.Conv2d):
     """A bias-free conv with TensorFlow's "SAME" padding: the weights were trained with it,
-    and for stride 2 it pads one pixel less before than after (PyTorch pads both sides)."""
+    and for stride 2 it pads one pixel less before than after (PyTorch pads both sides).
+
+    The padding depends on the input size; it is computed with ``%`` on the input's shape
+    (no Python ``max``), so a traced / exported model keeps height and width dynamic."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, groups=1):
+        if stride > 1 and kernel_size < stride:
+            raise ConfigError(f"SamePadConv2d: kernel {kernel_size} smaller than stride {stride}")
         padding = kernel_size // 2 if stride == 1 else 0
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
                          bias=False)
 
     def forward(self, x):
-        if self.stride[0] > 1:
+        stride = self.stride[0]
+        if stride > 1:
             pads = []
             for size in (x.shape[-1], x.shape[-2]):  # F.pad order: last dim first
-                total = max((-(-size // self.stride[0]) - 1) * self.stride[0]
-                            + self.kernel_size[0] - size, 0)
+                # TF "SAME": ceil(size / s) outputs need (-size mod s) + k - s extra pixels
+                total = (-size) % stride + self.kernel_size[0] - stride
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
         return super().forward(x)

@@ -83,16 +83,17 @@ STAGES = {
     "eval_tkd": Stage(4, ("tkd",)),
     "pictures": Stage(5, ("teacher", "baseline", "tkd")),
     "speed": Stage(6, ("teacher", "tkd")),
+    "deploy": Stage(6, ("tkd",)),
     "report": Stage(6),
 }
 REDO_CHOICES = ["teacher", "baseline", "tkd", "eval", "eval_teacher", "eval_baseline",
-                "eval_tkd", "pictures", "speed", "all"]
+                "eval_tkd", "pictures", "speed", "deploy", "all"]
 # The stages the report's wall-time table lists, as it names them.
 STAGE_LABELS = {
     "data": "1 data", "teacher": "2 train teacher", "baseline": "3 train baseline student",
     "tkd": "3 train TKD student", "eval_teacher": "4 evaluate teacher",
     "eval_baseline": "4 evaluate baseline", "eval_tkd": "4 evaluate TKD student",
-    "pictures": "5 pictures", "speed": "6 speed",
+    "pictures": "5 pictures", "speed": "6 speed", "deploy": "6 export + deploy",
 }
 # The trainings and evaluations whose commands the report lists.
 COMMAND_STAGES = ("teacher", "baseline", "tkd", "eval_teacher", "eval_baseline", "eval_tkd")
@@ -518,6 +519,80 @@ class Pipeline:
             result[key] = speed
         return result
 
+    # ---------------------------------------------------------------- stage 6: deploy
+    def stage_deploy(self):
+        """Export the TKD student to ONNX (``deploy/onnx``), evaluate the export with the
+        same loader and evaluator (``eval_deploy``) and time it with ONNX Runtime."""
+        name = "deploy"
+        runner = self.runner
+        warmup, iters = self.options.speed_iters
+        runner.header(name, "exporting the TKD student to ONNX; its AP and ONNX Runtime speed")
+        settings = {"warmup": warmup, "iters": iters, "opts": self.eval_opts}
+        recorded = self.status.get(name)
+        if not runner.forced(name) and recorded.get("status") == "done" and \
+                recorded.get("settings") == settings and \
+                os.path.isfile((recorded.get("result") or {}).get("model_path", "")):
+            print("  done before (reused; --redo deploy to export again)", flush=True)
+            return
+        self.status.forget(name)
+        self.status.update(name, settings=settings)
+
+        def run():
+            result = runner.in_process(name, lambda: self.export_and_measure(warmup, iters))
+            self.status.update(name, result=result)
+
+        runner.timed(name, run)
+
+    def export_and_measure(self, warmup, iters):
+        from ..deploy import ExportedModelAdapter, export_model
+        from ..engine import Trainer
+
+        export_dir = os.path.join(self.out, "deploy", "onnx")
+        cfg = load_config(self.configs["baseline"], self.eval_opts + [
+            "OUTPUT_DIR", os.path.join(self.out, "eval_deploy")], device="cpu")
+        info = export_model(cfg, export_dir, weights=self.weights["tkd"],
+                            source_config=self.configs["baseline"])
+        adapter = ExportedModelAdapter.from_config(export_dir, cfg)
+        Trainer.test(cfg, adapter)  # writes eval_deploy/inference/<test set>/ap_results.json
+        dicts = DatasetCatalog.get(self.test_dataset)[: max(1, min(iters, 8))]
+        preprocess = Predictor(cfg, self.weights["tkd"]).preprocess  # the eager timing's inputs
+        inputs = [preprocess(read_image(d["file_name"], format="BGR")) for d in dicts]
+        speed = measure_cpu_speed(adapter, inputs, warmup=warmup, iters=iters)
+        speed["threads"] = "onnxruntime default"
+        size_mb = os.path.getsize(info["model_path"]) / 1e6
+        print(f"  ONNX {size_mb:.1f} MB: {speed['images_per_second']:.2f} images/s "
+              f"({speed['ms_per_image']:.1f} ms/image)", flush=True)
+        return {"model_path": info["model_path"], "size_mb": size_mb,
+                "images_per_second": speed["images_per_second"],
+                "ms_per_image": speed["ms_per_image"],
+                "ap_results": os.path.join(self.out, "eval_deploy", "inference",
+                                           self.test_dataset, RESULTS_FILE)}
+
+    def deploy_summary(self):
+        """The report's deploy table: teacher and student eager (stage speed), student ONNX."""
+        speed, deploy = self.status.get("speed").get("result"), self.status.get("deploy").get("result")
+        if not speed or not deploy:
+            return None
+        mb = 4 / 1e6  # float32 parameters
+        rows = [
+            {"label": self.label("teacher"), "runtime": "PyTorch eager",
+             "size_mb": speed["teacher"]["params"] * mb,
+             "images_per_second": speed["teacher"]["images_per_second"],
+             "ap_results": self.ap_results_path("teacher")},
+            {"label": self.label("tkd"), "runtime": "PyTorch eager",
+             "size_mb": speed["student"]["params"] * mb,
+             "images_per_second": speed["student"]["images_per_second"],
+             "ap_results": self.ap_results_path("tkd")},
+            {"label": self.label("tkd"), "runtime": "ONNX Runtime",
+             "size_mb": deploy["size_mb"], "images_per_second": deploy["images_per_second"],
+             "ap_results": deploy["ap_results"]},
+        ]
+        note = (f"Export: `{self.runner.shown_path(deploy['model_path'])}` (whole detector with "
+                "NMS; `tkd_d2.deploy.OnnxPredictor`). Size: float32 parameters (eager), the "
+                ".onnx file (ONNX Runtime). images/s as in the speed table, on the same inputs; "
+                "AP of the export through the same loader and evaluator.")
+        return {"rows": rows, "note": note}
+
     # ---------------------------------------------------------------- report
     def stage_rows(self):
         """The report's wall-time table: one row per stage of :data:`STAGE_LABELS`."""
@@ -564,6 +639,7 @@ class Pipeline:
             "models": [{"key": m, "label": self.label(m), "ap_results": self.ap_results_path(m)}
                        for m in MODELS],
             "speed": speed,
+            "deploy": self.deploy_summary(),
             "stages": self.stage_rows(),
             "curves": curves,
             "pictures": self.pictures,
@@ -602,6 +678,7 @@ class Pipeline:
             self.stage_eval(key)
         self.stage_pictures()
         self.stage_speed()
+        self.stage_deploy()
         report = self.stage_report()
         print(f"\nDone. Report: {report}", flush=True)
         return report

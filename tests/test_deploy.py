@@ -1,0 +1,278 @@
+"""tkd_d2.deploy: the exported graph (ONNX Runtime, TorchScript) gives the eager detector's
+detections and AP; bad inputs are clear errors."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tkd_d2  # noqa: F401  (detectron2 compatibility, before detectron2 is imported)
+from tkd_d2.config import load_config, student_cfg
+from tkd_d2.deploy import (DeployError, ExportedModelAdapter, OnnxPredictor,
+                           TorchScriptPredictor, export_model, read_deploy_info)
+from tkd_d2.engine import Predictor
+from tkd_d2.errors import CheckpointError, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = [
+    "DATASETS.SYNTHETIC.NUM_TRAIN", "4", "DATASETS.SYNTHETIC.NUM_TEST", "6",
+    "DATASETS.SYNTHETIC.IMAGE_SIZE", "128", "INPUT.MIN_SIZE_TEST", "128",
+    "INPUT.MAX_SIZE_TEST", "213", "DATALOADER.NUM_WORKERS", "0",
+    "MODEL.EFFICIENTNET.PRETRAINED", "False", "MODEL.TKD.TEACHER.WEIGHTS", "",
+]
+# one student of each family and backbone; the FCOS one through its TKD config
+CASES = {
+    "retinanet_R_18": "configs/Synthetic/retinanet_R_18_FPN.yaml",
+    "tkd_fcos_Lite0": "configs/Synthetic/tkd_fcos_Lite2_to_Lite0.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """A private synthetic set (6 test images of 128 px)."""
+    root = tmp_path_factory.mktemp("datasets")
+    old = os.environ.get("DETECTRON2_DATASETS")
+    os.environ["DETECTRON2_DATASETS"] = str(root)
+    yield root
+    if old is None:
+        del os.environ["DETECTRON2_DATASETS"]
+    else:
+        os.environ["DETECTRON2_DATASETS"] = old
+
+
+def spread_head(model):
+    """Random weights with scores spread over (0, 1): the prior bias of a fresh head puts
+    every score below the test threshold, which would leave nothing to compare."""
+    gen = torch.Generator().manual_seed(0)
+    head = model.head
+    with torch.no_grad():
+        for conv in (head.cls_score, head.bbox_pred):
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * 0.02)
+        head.cls_score.bias.fill_(-1.5)
+
+
+@pytest.fixture(scope="module", params=list(CASES))
+def exported(request, data_root, tmp_path_factory):
+    """(cfg, checkpoint, ONNX folder) of a randomly initialised student."""
+    from detectron2.modeling import build_model
+
+    cfg = load_config(REPO / CASES[request.param], TINY, device="cpu")
+    torch.manual_seed(0)
+    model = build_model(student_cfg(cfg)).eval()
+    spread_head(model)
+    out = tmp_path_factory.mktemp(request.param)
+    weights = out / "model_final.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    export_model(cfg, str(out / "onnx"), weights=str(weights))
+    return cfg, str(weights), str(out / "onnx")
+
+
+def test_images(cfg):
+    import cv2
+    from detectron2.data import DatasetCatalog
+
+    files = [d["file_name"] for d in DatasetCatalog.get(cfg.DATASETS.TEST[0])][:3]
+    images = [cv2.imread(f, cv2.IMREAD_COLOR) for f in files]
+    # another size than the trace's, not a multiple of the size divisibility (no resize:
+    # short edge 128, long edge within the max size)
+    images.append(np.ascontiguousarray(np.concatenate([images[0], images[1][:, :52]], axis=1)))
+    return images
+
+
+def assert_same_detections(got, expected, image_size):
+    assert len(got) == len(expected)
+    assert np.array_equal(np.asarray(got.pred_classes), expected.pred_classes.numpy())
+    box_diff = np.abs(np.asarray(got.pred_boxes.tensor) - expected.pred_boxes.tensor.numpy())
+    assert box_diff.max(initial=0) <= 1e-3 * max(image_size)
+    assert np.abs(np.asarray(got.scores) - expected.scores.numpy()).max(initial=0) <= 1e-4
+
+
+test_images.__test__ = False  # a helper, not a test
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_onnx_predictor_gives_the_eager_predictors_detections(exported):
+    cfg, weights, onnx_dir = exported
+    eager, onnx = Predictor(cfg, weights), OnnxPredictor(onnx_dir)
+    for image in test_images(cfg):
+        expected = eager(image)["instances"]
+        got = onnx(image)["instances"]
+        assert len(expected) >= 5  # real detections are compared
+        assert got.image_size == image.shape[:2]
+        assert_same_detections(got, expected, image.shape[:2])
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_torchscript_export_gives_the_same_detections(exported, tmp_path):
+    cfg, weights, _ = exported
+    export_model(cfg, str(tmp_path / "ts"), fmt="torchscript", weights=weights)
+    eager, scripted = Predictor(cfg, weights), TorchScriptPredictor(str(tmp_path / "ts"))
+    for image in test_images(cfg)[-2:]:
+        assert_same_detections(scripted(image)["instances"], eager(image)["instances"],
+                               image.shape[:2])
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_resized_image_boxes_come_back_in_input_pixels(exported):
+    """An image larger than the test size: resized inside the predictor, boxes scaled back."""
+    import cv2
+    from detectron2.modeling import build_model
+
+    from tkd_d2.checkpoint import load_weights
+
+    cfg, weights, onnx_dir = exported
+    image = test_images(cfg)[0]
+    big = cv2.resize(image, (256, 256), interpolation=cv2.INTER_LINEAR)
+    got = OnnxPredictor(onnx_dir)(big)["instances"]
+    # the eager model on the same resized pixels, asked for the 256 px output size
+    model = build_model(student_cfg(cfg)).eval()
+    load_weights(model, weights)
+    small = cv2.resize(big, (128, 128), interpolation=cv2.INTER_LINEAR)
+    if cfg.INPUT.FORMAT == "RGB":
+        small = small[:, :, ::-1]
+    tensor = torch.as_tensor(small.astype("float32").transpose(2, 0, 1))
+    with torch.no_grad():
+        expected = model([{"image": tensor, "height": 256, "width": 256}])[0]["instances"]
+    assert got.image_size == (256, 256) and len(expected) >= 5
+    assert_same_detections(got, expected, (256, 256))
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_exported_ap_equals_eager_ap(exported, tmp_path):
+    """The same loader and COCO evaluator on the eager model and on the ONNX export."""
+    from detectron2.modeling import build_model
+
+    from tkd_d2.checkpoint import load_weights
+    from tkd_d2.engine import Trainer
+
+    cfg, weights, onnx_dir = exported
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    model = build_model(student_cfg(cfg)).eval()
+    load_weights(model, weights)
+    eager = Trainer.test(cfg, model)["bbox"]
+    onnx = Trainer.test(cfg, ExportedModelAdapter.from_config(onnx_dir, cfg))["bbox"]
+    assert set(onnx) == set(eager)
+    for key, value in eager.items():
+        assert abs(onnx[key] - value) <= 0.1 or (value != value and onnx[key] != onnx[key]), key
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_deploy_json_describes_the_model(exported):
+    cfg, _, onnx_dir = exported
+    info = read_deploy_info(onnx_dir)
+    assert info["format"] == "onnx" and info["format_version"] == 1
+    assert info["meta_architecture"] == student_cfg(cfg).MODEL.META_ARCHITECTURE
+    assert info["classes"] == ["crazing", "inclusion", "patches", "pitted_surface",
+                               "rolled-in_scale", "scratches"]
+    assert info["input"]["resize"] == {"rule": "ResizeShortestEdge", "min_size": 128,
+                                       "max_size": 213}
+    assert info["input"]["channels"] == "BGR" and info["input"]["dtype"] == "uint8"
+    model = OnnxPredictor(onnx_dir).session
+    assert [i.name for i in model.get_inputs()] == ["image"]
+    assert [o.name for o in model.get_outputs()] == ["boxes", "scores", "classes"]
+    assert {"NonMaxSuppression", "TopK"} <= onnx_ops(info["model_path"])
+
+
+def onnx_ops(path):
+    """Every op type of an ONNX file, subgraphs (If branches) included."""
+    import onnx
+
+    ops, graphs = set(), [onnx.load(path).graph]
+    while graphs:
+        for node in graphs.pop().node:
+            ops.add(node.op_type)
+            graphs += [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+    return ops
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_copied_predictor_runs_without_detectron2(exported):
+    """predictor.py in the export folder, with detectron2 and tkd_d2 made unimportable."""
+    import cv2
+
+    cfg, _, onnx_dir = exported
+    image_path = Path(onnx_dir) / "probe.png"
+    cv2.imwrite(str(image_path), test_images(cfg)[0])
+    code = (
+        "import sys; sys.modules['detectron2'] = None; sys.modules['tkd_d2'] = None\n"
+        f"sys.path.insert(0, {onnx_dir!r})\n"
+        "import cv2, predictor\n"
+        f"out = predictor.OnnxPredictor({onnx_dir!r})(cv2.imread({str(image_path)!r}))['instances']\n"
+        "assert type(out).__name__ == 'Detections', type(out)\n"
+        "print(len(out), out.pred_boxes.shape, out.pred_classes.dtype)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=onnx_dir, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, *_ = proc.stdout.split()
+    expected = OnnxPredictor(onnx_dir)(test_images(cfg)[0])["instances"]
+    assert int(count) == len(expected) >= 5
+
+
+# ------------------------------------------------------------------------------ errors
+def test_checkpoint_that_does_not_fit_is_an_error(data_root, tmp_path):
+    from detectron2.modeling import build_model
+
+    cfg = load_config(REPO / CASES["retinanet_R_18"], TINY, device="cpu")
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": build_model(cfg).state_dict()}, weights)  # 6 classes
+    wrong = load_config(REPO / CASES["retinanet_R_18"], TINY + ["MODEL.RETINANET.NUM_CLASSES", "3"],
+                        device="cpu")
+    with pytest.raises(CheckpointError, match="model_final.pth.*head.cls_score"):
+        export_model(wrong, str(tmp_path / "x"), weights=str(weights))
+    assert not (tmp_path / "x" / "model.onnx").exists()
+
+
+def test_unsupported_meta_architecture_is_an_error(data_root, tmp_path):
+    cfg = load_config(REPO / CASES["retinanet_R_18"],
+                      TINY + ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"], device="cpu")
+    with pytest.raises(ConfigError, match="cannot export.*GeneralizedRCNN"):
+        export_model(cfg, str(tmp_path / "x"), weights="unused.pth")
+
+
+def fake_export(folder):
+    """An export folder whose deploy.json is valid (the model file is not read here)."""
+    import json
+
+    folder.mkdir(exist_ok=True)
+    (folder / "model.onnx").write_bytes(b"")
+    (folder / "deploy.json").write_text(json.dumps({
+        "format_version": 1, "format": "onnx", "model_file": "model.onnx", "classes": ["a"],
+        "input": {"resize": {"min_size": 128, "max_size": 213}}}))
+    return folder
+
+
+def test_missing_onnxruntime_is_an_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime → ImportError
+    with pytest.raises(DeployError, match="pip install onnxruntime"):
+        OnnxPredictor(str(fake_export(tmp_path / "export")))
+
+
+def test_export_of_another_format_version_is_an_error(tmp_path):
+    import json
+
+    folder = fake_export(tmp_path / "export")
+    info = json.loads((folder / "deploy.json").read_text())
+    (folder / "deploy.json").write_text(json.dumps(dict(info, format_version=99)))
+    with pytest.raises(DeployError, match="format_version 99"):
+        OnnxPredictor(str(folder))
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_evaluating_an_export_at_another_test_size_is_an_error(exported):
+    cfg, _, onnx_dir = exported
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.INPUT.MIN_SIZE_TEST = 160
+    with pytest.raises(DeployError, match="INPUT.MIN_SIZE_TEST 160"):
+        ExportedModelAdapter.from_config(onnx_dir, cfg)
+
+
+def test_folder_without_an_export_is_an_error(tmp_path):
+    with pytest.raises(DeployError, match="deploy.json not found"):
+        OnnxPredictor(str(tmp_path))

@@ -1,0 +1,50 @@
+"""Evaluate an exported model with detectron2's ``inference_on_dataset`` and the project's
+COCO evaluator: :class:`ExportedModelAdapter` makes an export look like a detectron2 model."""
+import numpy as np
+import torch
+from torch import nn
+
+from .runtime import DeployError, load_predictor
+
+__all__ = ["ExportedModelAdapter"]
+
+
+class ExportedModelAdapter(nn.Module):
+    """``batched_inputs`` (the test mapper's dicts: ``image`` a CHW tensor already resized, in
+    ``input_format`` channel order; ``height``/``width`` of the original) → detectron2's output
+    list, computed by the exported model in ``model_dir`` (ONNX Runtime or TorchScript).
+
+    The mapper's resized image is what the eager model sees, so both are evaluated on the
+    same pixels."""
+
+    @classmethod
+    def from_config(cls, model_dir, cfg, **predictor_kwargs):
+        """The adapter for evaluating with ``cfg``'s test loader; the export must have been
+        made for the same test size (the loader resizes, the graph does not)."""
+        adapter = cls(model_dir, cfg.INPUT.FORMAT, **predictor_kwargs)
+        resize = adapter.predictor.info["input"]["resize"]
+        wanted = (int(cfg.INPUT.MIN_SIZE_TEST), int(cfg.INPUT.MAX_SIZE_TEST))
+        if (int(resize["min_size"]), int(resize["max_size"])) != wanted:
+            raise DeployError(
+                f"{model_dir} was exported for test size min {resize['min_size']} / max "
+                f"{resize['max_size']}, the config evaluates at INPUT.MIN_SIZE_TEST {wanted[0]} / "
+                f"INPUT.MAX_SIZE_TEST {wanted[1]}: pass the config (and overrides) it was "
+                "exported with")
+        return adapter
+
+    def __init__(self, model_dir, input_format="BGR", **predictor_kwargs):
+        super().__init__()
+        self.predictor = load_predictor(model_dir, **predictor_kwargs)
+        self.input_format = input_format
+
+    def forward(self, batched_inputs):
+        outputs = []
+        for inputs in batched_inputs:
+            image = inputs["image"]
+            if self.input_format == "RGB":
+                image = image.flip(0)
+            # the mapper's float tensor holds uint8 values: the conversion is exact
+            image = image.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+            size = (int(inputs.get("height", image.shape[0])), int(inputs.get("width", image.shape[1])))
+            outputs.append({"instances": self.predictor.predict(np.ascontiguousarray(image), size)})
+        return outputs

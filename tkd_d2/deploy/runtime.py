@@ -1,0 +1,238 @@
+"""Run an exported detector: :class:`OnnxPredictor` (ONNX Runtime) and
+:class:`TorchScriptPredictor`, with detectron2's ``DefaultPredictor`` interface.
+
+This file imports only numpy, OpenCV and the runtime (onnxruntime / torch) at the top, and no
+other part of tkd_d2: ``tools/export.py`` copies it into every export folder as
+``predictor.py``, so a machine with neither detectron2 nor this project installed runs the
+model with ``from predictor import OnnxPredictor``. Where detectron2 is importable the results
+come back as detectron2 ``Instances`` (Visualizer, evaluators work unchanged); otherwise as a
+:class:`Detections` of numpy arrays with the same field names.
+
+Export folder (``deploy.json``, format version 1)::
+
+    model.onnx / model.ts   graph: uint8 (H, W, 3) BGR image → boxes (N, 4) float32 XYXY,
+                            scores (N,) float32, classes (N,) int64, in that image's pixels
+    deploy.json             classes, input rules (resize, channel order), thresholds, ...
+    predictor.py            this file
+
+The graph runs on the image resized as detectron2's test-time ``ResizeShortestEdge`` sizes it
+(:func:`resized_shape`); the predictor resizes with ``cv2.INTER_LINEAR`` (detectron2 resizes
+uint8 images with PIL's bilinear filter: pixel values, not sizes, may differ slightly when a
+resize happens), then scales the boxes back to the input image, clips them and drops empty
+ones, as detectron2's ``detector_postprocess`` does.
+"""
+import json
+import os
+
+import numpy as np
+
+try:  # inside the package: the project's error family; a copied predictor.py: a plain one
+    from ..errors import TKDError as _ErrorBase
+except ImportError:  # pragma: no cover - only outside the package
+    _ErrorBase = RuntimeError
+
+__all__ = [
+    "DeployError", "OnnxPredictor", "TorchScriptPredictor", "Detections", "load_predictor",
+    "read_deploy_info", "resized_shape", "FORMAT_VERSION", "DEPLOY_FILE", "MODEL_FILES",
+]
+
+FORMAT_VERSION = 1
+DEPLOY_FILE = "deploy.json"
+MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
+
+
+class DeployError(_ErrorBase):
+    """An export folder, its runtime or its input is not usable; the message says which."""
+
+
+def resized_shape(height, width, min_size, max_size):
+    """(height, width) after detectron2's test-time ``ResizeShortestEdge(min_size, max_size)``
+    (its ``get_output_shape``); ``min_size`` 0 keeps the size."""
+    if min_size == 0:
+        return height, width
+    scale = min_size / min(height, width)
+    new_h, new_w = (min_size, scale * width) if height < width else (scale * height, min_size)
+    if max(new_h, new_w) > max_size:
+        scale = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * scale, new_w * scale
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def read_deploy_info(model_dir):
+    """``model_dir``/deploy.json, checked: its format version and its model file."""
+    path = os.path.join(model_dir, DEPLOY_FILE)
+    if not os.path.isfile(path):
+        raise DeployError(f"{path} not found: {model_dir} is not an export folder of "
+                          "tools/export.py (it writes model.onnx / model.ts and deploy.json)")
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as e:
+        raise DeployError(f"cannot read {path}: {e}") from e
+    version = info.get("format_version")
+    if version != FORMAT_VERSION:
+        raise DeployError(f"{path}: format_version {version!r}; this runtime reads version "
+                          f"{FORMAT_VERSION}. Export the model again with this version.")
+    model_file = os.path.join(model_dir, info.get("model_file", ""))
+    if not os.path.isfile(model_file):
+        raise DeployError(f"{path} names the model file {info.get('model_file')!r}, which is "
+                          f"not in {model_dir}")
+    info["model_path"] = model_file
+    return info
+
+
+class Detections:
+    """Plain-numpy stand-in for detectron2's ``Instances`` (when detectron2 is not installed):
+    ``image_size`` (h, w), ``pred_boxes`` (N, 4) XYXY, ``scores`` (N,), ``pred_classes`` (N,)."""
+
+    def __init__(self, image_size, pred_boxes, scores, pred_classes):
+        self.image_size = image_size
+        self.pred_boxes, self.scores, self.pred_classes = pred_boxes, scores, pred_classes
+
+    def __len__(self):
+        return len(self.scores)
+
+    def has(self, name):
+        return name in ("pred_boxes", "scores", "pred_classes")
+
+
+def to_instances(image_size, boxes, scores, classes):
+    """detectron2 ``Instances`` when detectron2 is importable, else :class:`Detections`."""
+    try:
+        import torch
+        from detectron2.structures import Boxes, Instances
+    except ImportError:
+        return Detections(image_size, boxes, scores, classes)
+    return Instances(image_size, pred_boxes=Boxes(torch.from_numpy(boxes)),
+                     scores=torch.from_numpy(scores), pred_classes=torch.from_numpy(classes))
+
+
+def rescale_boxes(boxes, scores, classes, from_size, to_size):
+    """Boxes of an image of ``from_size`` (h, w) in the pixels of ``to_size``: scaled, clipped,
+    empty ones dropped (detectron2's ``detector_postprocess``)."""
+    (from_h, from_w), (to_h, to_w) = from_size, to_size
+    scale = np.array([to_w / from_w, to_h / from_h] * 2, dtype=np.float32)
+    boxes = boxes.astype(np.float32) * scale
+    boxes = np.minimum(np.maximum(boxes, 0), np.array([to_w, to_h, to_w, to_h], np.float32))
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], scores[keep], classes[keep]
+
+
+class _ExportedPredictor:
+    """What both runtimes share: deploy.json, resizing, rescaling, the output format."""
+
+    format = None
+
+    def __init__(self, model_dir):
+        self.model_dir = model_dir
+        self.info = read_deploy_info(model_dir)
+        if self.info.get("format") != self.format:
+            raise DeployError(f"{model_dir} holds a {self.info.get('format')!r} export, not "
+                              f"{self.format!r}: use load_predictor({model_dir!r})")
+        self.classes = list(self.info["classes"])
+        resize = self.info["input"]["resize"]
+        self.min_size, self.max_size = int(resize["min_size"]), int(resize["max_size"])
+
+    def run_resized(self, image):
+        """The graph on an already resized uint8 (H, W, 3) BGR image: boxes, scores, classes
+        in its pixels."""
+        raise NotImplementedError
+
+    def _check(self, image):
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
+            raise DeployError(f"expected a (H, W, 3) BGR numpy image as cv2.imread gives, got "
+                              f"{getattr(image, 'shape', type(image).__name__)}")
+        if image.dtype != np.uint8:
+            raise DeployError(f"expected a uint8 image, got {image.dtype}")
+
+    def predict(self, image, output_size=None):
+        """Detections of a BGR uint8 (H, W, 3) ``image``. Without ``output_size`` the image is
+        the original: it is resized here and the boxes come back in its pixels. With
+        ``output_size`` (h, w) the image is already resized (the evaluation passes
+        detectron2's) and the boxes are scaled to ``output_size``."""
+        self._check(image)
+        if output_size is None:
+            import cv2
+
+            output_size = image.shape[:2]
+            new_h, new_w = resized_shape(*output_size, self.min_size, self.max_size)
+            if (new_h, new_w) != output_size:
+                image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        boxes, scores, classes = self.run_resized(np.ascontiguousarray(image))
+        boxes, scores, classes = rescale_boxes(boxes, scores, classes.astype(np.int64),
+                                               image.shape[:2], output_size)
+        return to_instances(tuple(output_size), boxes, scores, classes)
+
+    def __call__(self, original_image):
+        """One BGR uint8 (H, W, 3) image → ``{"instances": ...}``, as ``DefaultPredictor``."""
+        return {"instances": self.predict(original_image)}
+
+
+class OnnxPredictor(_ExportedPredictor):
+    """An ONNX export (``model.onnx``) run by ONNX Runtime on the CPU.
+
+    ``threads``: ONNX Runtime's intra-op threads (None: its default, all cores);
+    ``optimization``: graph optimisation level "all", "extended", "basic" or "disable";
+    ``providers``: ONNX Runtime execution providers (default CPU).
+    """
+
+    format = "onnx"
+
+    def __init__(self, model_dir, threads=None, optimization="all", providers=None):
+        super().__init__(model_dir)
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise DeployError(
+                f"OnnxPredictor needs onnxruntime, which is not installed ({e}): "
+                "`pip install onnxruntime` (setup.sh installs it)") from e
+        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                  "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+        if optimization not in levels:
+            raise DeployError(f"optimization {optimization!r} is not one of {sorted(levels)}")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[optimization]
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(self.info["model_path"], options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable graphs
+            raise DeployError(f"ONNX Runtime cannot load {self.info['model_path']}: {e}") from e
+        self.input_name = self.session.get_inputs()[0].name
+
+    def run_resized(self, image):
+        boxes, scores, classes = self.session.run(None, {self.input_name: image})
+        return boxes, scores, classes
+
+
+class TorchScriptPredictor(_ExportedPredictor):
+    """A TorchScript export (``model.ts``) run by ``torch.jit.load`` (no detectron2 needed)."""
+
+    format = "torchscript"
+
+    def __init__(self, model_dir, threads=None):
+        super().__init__(model_dir)
+        import torch
+
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.module = torch.jit.load(self.info["model_path"], map_location="cpu").eval()
+
+    def run_resized(self, image):
+        import torch
+
+        with torch.no_grad():
+            boxes, scores, classes = self.module(torch.from_numpy(image))
+        return boxes.numpy(), scores.numpy(), classes.numpy()
+
+
+def load_predictor(model_dir, **kwargs):
+    """The predictor for the export in ``model_dir`` (by its deploy.json ``format``)."""
+    fmt = read_deploy_info(model_dir).get("format")
+    predictors = {"onnx": OnnxPredictor, "torchscript": TorchScriptPredictor}
+    if fmt not in predictors:
+        raise DeployError(f"{model_dir}/{DEPLOY_FILE}: unknown format {fmt!r}")
+    return predictors[fmt](model_dir, **kwargs)
