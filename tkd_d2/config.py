@@ -88,9 +88,13 @@ def add_tkd_config(cfg):
     # DATASETS.CUSTOM.CLASSES (required for voc).
     _C.DATASETS.CUSTOM.ENTRIES = []
     _C.DATASETS.CUSTOM.CLASSES = []
-    # Boxes outside the image are clipped to it; boxes of zero size after clipping are
-    # dropped and counted in the log ("drop"), or raise an error naming the file ("error").
+    # Boxes reaching more than 1 px outside the image are clipped to it and counted in one
+    # log line; boxes of zero size after clipping are dropped and counted ("drop"). "error"
+    # refuses both, naming the file, image and annotation.
     _C.DATASETS.BAD_BOX_POLICY = "drop"
+    # Decode every training / test image once, in parallel, before training or evaluation
+    # starts; an unreadable or truncated image stops it with one line naming the file.
+    _C.DATASETS.CHECK_IMAGES = True
 
     # ---------------------------------------------------------------- synthetic defects
     _C.DATASETS.SYNTHETIC = CN()

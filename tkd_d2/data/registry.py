@@ -5,6 +5,7 @@ from ..errors import DatasetFormatError
 
 __all__ = [
     "BAD_BOX_POLICIES",
+    "OUTSIDE_TOLERANCE_PX",
     "REGISTERED_BY_TKD",
     "check_bad_box_policy",
     "clip_box",
@@ -13,6 +14,9 @@ __all__ = [
 ]
 
 BAD_BOX_POLICIES = ("drop", "error")
+# A box reaching more than this many pixels outside its image counts as outside (less is the
+# rounding of x + w, or VOC's 1-based xmax = width + 1: clipped without a word).
+OUTSIDE_TOLERANCE_PX = 1.0
 
 
 def check_bad_box_policy(policy):

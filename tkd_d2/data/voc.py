@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetFormatError
-from .registry import check_bad_box_policy, clip_box, replace_registration
+from .registry import OUTSIDE_TOLERANCE_PX, check_bad_box_policy, clip_box, replace_registration
 
 __all__ = ["load_voc_instances", "register_voc", "write_voc_annotation", "read_split_file"]
 
@@ -174,8 +174,22 @@ def _parse_annotation(xml_path, stem, image_finder, class_to_id, class_names, po
         )
         # Same convention as detectron2's own pascal_voc loader: VOC coordinates are 1-based
         # inclusive pixel indices, so (xmin=1, xmax=W) covers the whole image = [0, W] here.
-        box, changed = clip_box([xmin - 1.0, ymin - 1.0, xmax, ymax], width, height)
-        if box[2] <= box[0] or box[3] <= box[1]:
+        raw = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        box, changed = clip_box(raw, width, height)
+        outside = max(abs(a - b) for a, b in zip(box, raw)) > OUTSIDE_TOLERANCE_PX
+        empty = box[2] <= box[0] or box[3] <= box[1]
+        if outside and not empty:
+            if policy == "error":
+                raise DatasetFormatError(
+                    f"{xml_path}: {where} (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
+                    f"ymax={ymax:g}) of image {image_path} reaches outside the {width}x{height} "
+                    "image. Fix the box, or use DATASETS.BAD_BOX_POLICY drop to clip it."
+                )
+            stats["outside"] += 1
+            stats.setdefault(
+                "outside_example", f"{xml_path} {where} ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
+            )
+        if empty:
             if policy == "error":
                 raise DatasetFormatError(
                     f"{xml_path}: {where} (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
@@ -244,7 +258,7 @@ def load_voc_instances(
         stems = [s for _, s in listed]
 
     image_finder = _ImageFinder(images_dir, image_ext)
-    stats = {"dropped": 0, "clipped": 0}
+    stats = {"dropped": 0, "clipped": 0, "outside": 0}
     dataset_dicts = []
     for image_id, stem in enumerate(stems):
         xml_path = os.path.join(annotations_dir, stem + ".xml")
@@ -262,6 +276,9 @@ def load_voc_instances(
             annotations_dir,
             stats["example"],
         )
+    if stats["outside"]:
+        logger.warning("Clipped %d box(es) reaching outside their image in %s (e.g. %s).",
+                       stats["outside"], annotations_dir, stats["outside_example"])
     if stats["clipped"]:
         logger.info("Clipped %d box(es) to the image in %s.", stats["clipped"], annotations_dir)
     return dataset_dicts
