@@ -115,3 +115,53 @@ def test_custom_options_become_dataset_overrides(coco_set, tmp_path):
     assert pairs["MODEL.RETINANET.NUM_CLASSES"] == str(len(SYNTHETIC_CLASSES))
     assert pipeline.classes == list(SYNTHETIC_CLASSES)
     assert pipeline.options.dataset_label() == "my_train (test: my_test)"
+
+
+# ------------------------------------------------------------------------------ bad input
+def _broken_copy(coco_set, tmp_path, how):
+    """A copy of the COCO train set with one user mistake: ``truncated`` (an image cut in
+    half), ``outside`` (a box reaching past the image), ``category`` (an unknown category id).
+    Returns (entry, what the error must name)."""
+    import shutil
+
+    images = tmp_path / "images"
+    shutil.copytree(coco_set["root"] / "train" / "IMAGES", images)
+    data = json.loads((coco_set["root"] / "train.json").read_text())
+    image = data["images"][2]
+    ann = next(a for a in data["annotations"] if a["image_id"] == image["id"])
+    if how == "truncated":
+        path = images / image["file_name"]
+        raw = path.read_bytes()
+        path.write_bytes(raw[: len(raw) // 2])
+        names = [image["file_name"], "cannot be read"]
+    elif how == "outside":
+        ann["bbox"][0] = image["width"] - ann["bbox"][2] / 2  # half the box past the right edge
+        names = ["train.json", f"annotation {ann['id']} of image", image["file_name"], "outside"]
+    else:
+        ann["category_id"] = 999
+        names = ["train.json", f"annotation {ann['id']} of image {image['file_name']}", "999"]
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    return f"bad_train:coco:{images}:{tmp_path / 'train.json'}", names
+
+
+@pytest.mark.parametrize("how", ["truncated", "outside", "category"])
+def test_bad_input_stops_train_net_with_one_line_before_training(coco_set, tmp_path, how):
+    entry, names = _broken_copy(coco_set, tmp_path, how)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train_net.py"), "--config-file",
+         str(REPO / "configs" / "Synthetic" / "retinanet_R_18_FPN.yaml"),
+         "DATASETS.CUSTOM.ENTRIES", repr([entry]), "DATASETS.TRAIN", "('bad_train',)",
+         "DATASETS.TEST", "()", "DATASETS.BAD_BOX_POLICY", "error", "SOLVER.MAX_ITER", "1",
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 1, explain(proc)
+    # (torch may warn on stderr about CUDA; the error is the one line naming the problem)
+    errors = [l for l in proc.stderr.splitlines() if "error" in l.lower()]
+    assert len(errors) == 1 and errors[0].startswith("train_net.py: error: "), explain(proc)
+    assert proc.stderr.rstrip().endswith(errors[0])
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "Starting training" not in proc.stdout  # found before training
+    assert "Traceback" in (out / "log.txt").read_text()  # ... and the details are in the log
