@@ -24,7 +24,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 from tkd_d2.checkpoint import SafeCheckpointer
-from tkd_d2.config import load_config, student_cfg
+from tkd_d2.config import apply_epoch_schedule, load_config, student_cfg
 from tkd_d2.engine import Trainer, launch, log_traceback_to_file, setup_run
 from tkd_d2.errors import TKDError
 
@@ -32,6 +32,8 @@ from tkd_d2.errors import TKDError
 def setup(args):
     """Build the frozen config for ``args`` and register the datasets it names."""
     cfg = load_config(args.config_file, args.opts)
+    if not args.eval_only:
+        cfg = apply_epoch_schedule(cfg)  # SOLVER.EPOCHS > 0: MAX_ITER from the data's size
     setup_run(cfg, args)
     return cfg
 

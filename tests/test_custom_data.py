@@ -165,3 +165,108 @@ def test_bad_input_stops_train_net_with_one_line_before_training(coco_set, tmp_p
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "Starting training" not in proc.stdout  # found before training
     assert "Traceback" in (out / "log.txt").read_text()  # ... and the details are in the log
+
+
+# ------------------------------------------------------------------------------ inspection
+def _dicts(boxes_per_image, size=(640, 640), classes=None):
+    """Dataset dicts of ``size`` images holding the given XYXY boxes."""
+    from detectron2.structures import BoxMode
+
+    return [{"file_name": f"im{i}.jpg", "width": size[0], "height": size[1], "image_id": i,
+             "annotations": [{"bbox": list(b), "bbox_mode": BoxMode.XYXY_ABS,
+                              "category_id": (classes[i][k] if classes else 0)}
+                             for k, b in enumerate(boxes)]}
+            for i, boxes in enumerate(boxes_per_image)]
+
+
+def test_inspection_counts_boxes_and_flags_the_odd_ones():
+    from tkd_d2.data import inspect_dataset
+
+    dicts = _dicts([[(0, 0, 40, 40), (10, 10, 15, 60)], [(0, 0, 600, 620), (5, 5, 6, 30)], []],
+                   classes=[[0, 1], [1, 1], []])
+    stats, (boxes, sizes) = inspect_dataset(dicts, ["dent", "scratch"], "x", check_images=False)
+    assert stats["images"] == 3 and stats["images_without_boxes"] == 1 and stats["boxes"] == 4
+    assert stats["boxes_per_class"] == {"dent": 1, "scratch": 3}
+    assert stats["image_sizes"] == [{"width": 640, "height": 640, "images": 3}]
+    assert stats["tiny_boxes"] == 2  # 5 px and 1 px wide
+    assert stats["degenerate_boxes"] == 1  # 1 px wide
+    assert stats["huge_boxes"] == 1  # 600x620 of 640x640
+    assert stats["box_width_px"]["q00"] == 1 and stats["box_width_px"]["q100"] == 600
+    assert boxes.shape == (4, 4) and sizes.shape == (4, 2)
+
+
+def test_derived_input_size_keeps_the_smallest_boxes_at_about_20_pixels():
+    from tkd_d2.data import derive_settings, inspect_dataset
+
+    # boxes of 40-200 px in 640 px images: halving the input keeps the smallest at 20 px
+    dicts = _dicts([[(0, 0, 40, 40), (100, 100, 300, 300)]] * 10)
+    stats, arrays = inspect_dataset(dicts, ["dent"], check_images=False)
+    settings = derive_settings(stats, arrays, epochs=12, ims_per_batch=4)
+    assert settings["input"]["min_size"] == 320 and settings["input"]["max_size"] == 320
+    # 12 epochs of 10 images, 4 per batch
+    assert settings["schedule"] == {"epochs": 12, "images": 10, "ims_per_batch": 4, "iterations": 30}
+    # the anchors reach every box (20 and 100 px at 320) at IoU >= 0.5
+    assert settings["anchors"]["recall"] == 1.0
+    # tiny boxes are enlarged, at most 2x
+    stats, arrays = inspect_dataset(_dicts([[(0, 0, 5, 5)]], size=(200, 200)), check_images=False)
+    assert derive_settings(stats, arrays)["input"]["min_size"] == 416  # 200 x 2, to a multiple of 32
+
+
+def test_anchor_search_covers_boxes_the_default_anchors_miss():
+    from tkd_d2.data import derive_settings, inspect_dataset
+    from tkd_d2.data.inspection import anchor_recall, anchor_sizes
+
+    # square boxes between two default anchor scales: 16-px base reaches IoU ~0.44 only
+    wh = [(11.0, 11.0)] * 20
+    assert anchor_recall(wh, anchor_sizes(16))[0] == 0.0
+    assert anchor_recall(wh, anchor_sizes(11))[0] == 1.0
+    dicts = _dicts([[(0, 0, 11, 11)]] * 20, size=(128, 128))
+    stats, arrays = inspect_dataset(dicts, check_images=False)
+    anchors = derive_settings(stats, arrays, min_box_px=11)["anchors"]  # input size kept at 128
+    assert anchors["current_recall"] == 0.0 and anchors["recall"] == 1.0, anchors
+    assert anchors["sizes"][0][0] != 16
+
+
+def test_inspect_dataset_tool_reports_and_names_an_unreadable_image(coco_set, tmp_path):
+    entry, names = _broken_copy(coco_set, tmp_path, "truncated")
+    proc = run_tool("inspect_dataset.py", ["--entry", entry, "--json", str(tmp_path / "i.json"),
+                                           "--workers", "2"], cwd=str(tmp_path), timeout=600)
+    assert proc.returncode == 1, explain(proc)
+    assert "unreadable images: 1" in proc.stdout and names[0] in proc.stdout
+    assert "Derived settings:" in proc.stdout and "MODEL.ANCHOR_GENERATOR.SIZES" in proc.stdout
+    result = json.loads((tmp_path / "i.json").read_text())
+    assert result["statistics"]["images"] == 16
+    assert sum(result["statistics"]["boxes_per_class"].values()) == result["statistics"]["boxes"]
+    assert set(result["statistics"]["boxes_per_class"]) == set(SYNTHETIC_CLASSES)
+    assert "SOLVER.EPOCHS" in result["overrides"]
+
+
+# ------------------------------------------------------------------------------ schedule
+def test_epochs_set_max_iter_and_scale_steps_and_warmup():
+    from tkd_d2.config import apply_epoch_schedule, load_config
+
+    yaml = REPO / "configs" / "Synthetic" / "retinanet_R_18_FPN.yaml"  # 500 iterations, steps 400, 470
+    cfg = load_config(yaml, ["SOLVER.EPOCHS", "10", "SOLVER.IMS_PER_BATCH", "4"], register_datasets=False)
+    cfg = apply_epoch_schedule(cfg, num_images=1000)
+    assert cfg.SOLVER.MAX_ITER == 2500 and tuple(cfg.SOLVER.STEPS) == (2000, 2350)
+    assert cfg.SOLVER.WARMUP_ITERS == 250 and cfg.is_frozen()
+    # no epochs: as configured
+    plain = load_config(yaml, register_datasets=False)
+    assert apply_epoch_schedule(plain, 1000) is plain
+
+
+@pytest.mark.parametrize("opts, steps, warmup", [
+    (["SOLVER.MAX_ITER", "50"], (40, 47), 5),  # MAX_ITER alone: steps and warm-up scaled
+    (["SOLVER.MAX_ITER", "50", "SOLVER.STEPS", "(10, 60)"], (10,), 5),  # given steps kept if they fit
+    (["SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1, 2, 3)"], (1,), 0),
+])
+def test_max_iter_and_steps_never_reach_detectron2_unfit(opts, steps, warmup):
+    import torch
+    from detectron2.solver import build_lr_scheduler
+
+    from tkd_d2.config import load_config
+
+    cfg = load_config(REPO / "configs" / "Synthetic" / "retinanet_R_18_FPN.yaml", opts, register_datasets=False)
+    assert tuple(cfg.SOLVER.STEPS) == steps and cfg.SOLVER.WARMUP_ITERS == warmup
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    build_lr_scheduler(cfg, optimizer)  # "Total num_updates must be greater ..." before

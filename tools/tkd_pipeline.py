@@ -72,6 +72,12 @@ def parse_args(argv=None):
     parser.add_argument("--test", action="append", default=[], metavar="NAME:FORMAT:PATHS",
                         help="--dataset custom: the set to evaluate on, in the same form (the first "
                              "is evaluated)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="--dataset custom: epochs of the derived schedule (default 12; "
+                             "--max-iter overrides it)")
+    parser.add_argument("--no-derive", dest="derive", action="store_false",
+                        help="--dataset custom: keep the configs' input size, anchors and schedule "
+                             "instead of deriving them from the data")
     parser.add_argument("--classes", nargs="+", default=[], metavar="NAME",
                         help="--dataset custom with VOC entries: the class names in category order "
                              "(COCO files name their own)")

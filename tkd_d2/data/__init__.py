@@ -15,6 +15,7 @@ from .builtin import (
     train_thing_classes,
 )
 from .checks import check_image, check_images, find_unreadable_images
+from .inspection import derive_settings, format_inspection, inspect_dataset, settings_overrides
 from .coco import coco_category_names, load_coco_instances, register_coco
 from ..errors import DatasetFormatError, DatasetNotRegisteredError, ImageReadError
 from .mapper import TKDDatasetMapper
@@ -37,6 +38,10 @@ __all__ = [
     "TKDDatasetMapper",
     "assert_datasets_registered",
     "check_image",
+    "derive_settings",
+    "format_inspection",
+    "inspect_dataset",
+    "settings_overrides",
     "check_images",
     "find_unreadable_images",
     "coco_category_names",

@@ -6,7 +6,7 @@ from detectron2.data.datasets import load_coco_json
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetFormatError
-from .registry import OUTSIDE_TOLERANCE_PX, check_bad_box_policy, replace_registration
+from .registry import LOAD_REPORTS, OUTSIDE_TOLERANCE_PX, check_bad_box_policy, replace_registration
 
 __all__ = ["register_coco", "load_coco_instances", "coco_category_names"]
 
@@ -62,7 +62,9 @@ def load_coco_instances(json_file, image_root, dataset_name=None, bad_box_policy
         raise DatasetFormatError(
             f"{json_file}: not a valid COCO detection file ({type(e).__name__}: {e}). Fix the file."
         ) from None
-    apply_box_policy(dataset_dicts, json_file, bad_box_policy)
+    counts = apply_box_policy(dataset_dicts, json_file, bad_box_policy)
+    if dataset_name:
+        LOAD_REPORTS[dataset_name] = counts
     return dataset_dicts
 
 
@@ -92,12 +94,12 @@ def apply_box_policy(dataset_dicts, json_file, bad_box_policy):
     """Clip the boxes of ``dataset_dicts`` (loaded from ``json_file``) to their images, in
     place, as XYXY_ABS. Boxes reaching outside the image are counted and logged once;
     boxes empty after clipping are dropped and counted. Policy "error" refuses either,
-    naming the annotation and its image."""
+    naming the annotation and its image. Returns ``{"outside": n, "empty": m}``."""
     import numpy as np
 
     anns = [(i, a) for i, r in enumerate(dataset_dicts) for a in r.get("annotations", [])]
     if not anns:
-        return
+        return {"outside": 0, "empty": 0}
     boxes = np.array([a["bbox"] for _, a in anns], dtype=np.float64).reshape(-1, 4)
     for mode in {a["bbox_mode"] for _, a in anns}:  # load_coco_json: all XYWH_ABS
         rows = np.array([a["bbox_mode"] == mode for _, a in anns])
@@ -139,6 +141,7 @@ def apply_box_policy(dataset_dicts, json_file, bad_box_policy):
             kept[i].append(a)
     for record, annotations in zip(dataset_dicts, kept):
         record["annotations"] = annotations
+    return {"outside": int(outside.sum()), "empty": int(empty.sum())}
 
 
 def register_coco(name, json_file, image_root, bad_box_policy="drop", **metadata):

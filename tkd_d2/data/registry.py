@@ -6,6 +6,7 @@ from ..errors import DatasetFormatError
 __all__ = [
     "BAD_BOX_POLICIES",
     "OUTSIDE_TOLERANCE_PX",
+    "LOAD_REPORTS",
     "REGISTERED_BY_TKD",
     "check_bad_box_policy",
     "clip_box",
@@ -28,6 +29,10 @@ def check_bad_box_policy(policy):
         )
     return policy
 
+
+# dataset name -> what its loader did to the boxes on the last load: {"outside": boxes
+# reaching outside the image (clipped), "empty": boxes empty after clipping (dropped)}
+LOAD_REPORTS = {}
 
 # Names registered through this package, in registration order (for error messages).
 REGISTERED_BY_TKD = {}

@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetFormatError
-from .registry import OUTSIDE_TOLERANCE_PX, check_bad_box_policy, clip_box, replace_registration
+from .registry import LOAD_REPORTS, OUTSIDE_TOLERANCE_PX, check_bad_box_policy, clip_box, replace_registration
 
 __all__ = ["load_voc_instances", "register_voc", "write_voc_annotation", "read_split_file"]
 
@@ -216,6 +216,7 @@ def load_voc_instances(
     split_file=None,
     bad_box_policy="drop",
     image_ext=".jpg",
+    dataset_name=None,
 ):
     """Load a VOC XML dataset as detectron2 dataset dicts.
 
@@ -227,6 +228,7 @@ def load_voc_instances(
         bad_box_policy: boxes are clipped to the image; a box of zero size after clipping is
             dropped and counted in one warning ("drop"), or raises naming the file ("error").
         image_ext: image file extension tried first (then the XML's ``<filename>``).
+        dataset_name: the registered name (the box counts go to ``LOAD_REPORTS[name]``).
 
     Returns:
         list of dicts with ``file_name``, ``image_id`` (position in the list), ``height``,
@@ -276,6 +278,8 @@ def load_voc_instances(
             annotations_dir,
             stats["example"],
         )
+    if dataset_name:
+        LOAD_REPORTS[dataset_name] = {"outside": stats["outside"], "empty": stats["dropped"]}
     if stats["outside"]:
         logger.warning("Clipped %d box(es) reaching outside their image in %s (e.g. %s).",
                        stats["outside"], annotations_dir, stats["outside_example"])
@@ -312,7 +316,7 @@ def register_voc(
     replace_registration(
         name,
         lambda: load_voc_instances(
-            images_dir, annotations_dir, class_names, split_file, bad_box_policy, image_ext
+            images_dir, annotations_dir, class_names, split_file, bad_box_policy, image_ext, name
         ),
         thing_classes=class_names,
         evaluator_type="coco",

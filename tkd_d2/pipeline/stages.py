@@ -18,8 +18,11 @@ from typing import Optional, Sequence
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import is_distiller_config, load_config, schedule_overrides
-from ..data import coco_category_names, default_root, parse_custom_entry, synthetic_dataset_cached
+from ..config import epoch_iterations, is_distiller_config, load_config, schedule_overrides
+from ..data import (check_images, coco_category_names, default_root, derive_settings,
+                    format_inspection, inspect_dataset, parse_custom_entry, settings_overrides,
+                    synthetic_dataset_cached)
+from ..data.inspection import DEFAULT_EPOCHS
 from ..engine import Predictor
 from ..errors import ConfigError
 from ..evaluation import RESULTS_FILE
@@ -166,6 +169,8 @@ class PipelineOptions:
     train: Sequence[str] = ()
     test: Sequence[str] = ()
     classes: Sequence[str] = ()  # VOC class names (COCO: read from the json)
+    derive: bool = True  # custom data: input size, anchors and schedule from the data
+    epochs: Optional[int] = None  # custom data: epochs of the derived schedule (default 12)
 
     def resolved(self):
         """A copy with every default filled in (``--tiny`` scale, speed iterations, absolute
@@ -187,8 +192,11 @@ class PipelineOptions:
             names = [parse_custom_entry(e)["name"] for e in train + test]
             if len(set(names)) != len(names):
                 raise ConfigError(f"--train / --test entries must have distinct names, got {names}")
-        elif train or test or self.classes:
-            raise ConfigError(f"--train / --test / --classes are for --dataset custom, not {self.dataset}")
+        elif train or test or self.classes or self.epochs is not None:
+            raise ConfigError(f"--train / --test / --classes / --epochs are for --dataset custom, "
+                              f"not {self.dataset} (use --max-iter)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("--epochs must be >= 1")
         if self.num_images < 0:
             raise ConfigError("--num-images must be >= 0")
         if self.max_iter is not None and self.max_iter < 1:
@@ -251,6 +259,8 @@ class Pipeline:
         self.dirs = {m: os.path.join(self.out, m) for m in MODELS}
         self.weights = {m: os.path.join(self.dirs[m], "model_final.pth") for m in MODELS}
         self.test_dataset = None  # set by stage_data
+        # --dataset custom: settings derived from the training data (stage_data)
+        self.derived = self.inspection = None
         self.pictures = []  # set by stage_pictures
         self._trained_cfgs = None
         self._prepare_opts()
@@ -269,10 +279,16 @@ class Pipeline:
         if seed is None:
             seed = cfgs["baseline"].SEED if cfgs["baseline"].SEED >= 0 else 0
         common = list(TINY_OPTS) if options.tiny else []
-        common += self.custom_data_opts()
+        common += self.custom_data_opts() + settings_overrides(self.derived or {})
         self.train_opts = {}
         for m in MODELS:
-            schedule = schedule_overrides(cfgs[m], options.max_iter, tkd=m == "tkd") if options.max_iter else []
+            max_iter = options.max_iter
+            schedule_of_data = (self.derived or {}).get("schedule")
+            if max_iter is None and schedule_of_data:
+                batch = load_config(self.configs[m], common + list(options.opts),
+                                    register_datasets=False).SOLVER.IMS_PER_BATCH
+                max_iter = epoch_iterations(schedule_of_data["epochs"], schedule_of_data["images"], batch)
+            schedule = schedule_overrides(cfgs[m], max_iter, tkd=m == "tkd") if max_iter else []
             # No end-of-training evaluation: stage 4 evaluates every model the same way.
             self.train_opts[m] = (common + schedule + ["SEED", str(seed), "DATASETS.TEST", "()"]
                                   + list(options.opts))
@@ -374,16 +390,49 @@ class Pipeline:
         if not self.test_dataset:
             raise StageError(f"{self.configs['teacher']} has no DATASETS.TEST to evaluate on")
         generated = False
+        custom = self.options.dataset == CUSTOM
+        train_dicts = []
         for dataset in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-            folder = MetadataCatalog.get(dataset).get("dirname", None)
+            folder = MetadataCatalog.get(dataset).get("dirname", None) or \
+                MetadataCatalog.get(dataset).get("json_file", None)
             cached = synthetic_dataset_cached(dataset)  # None: not a synthetic set
             start = time.perf_counter()
             dicts = DatasetCatalog.get(dataset)
             what = "read" if cached is None else ("reused cached" if cached else "generated")
+            if custom:  # the user's images: every one decoded now, not mid-training
+                check_images(dicts, dataset)
+                what += ", every image decodes"
+            if dataset in cfg.DATASETS.TRAIN:
+                train_dicts += dicts
             generated |= cached is False
             print(f"  {dataset}: {len(dicts)} images ({what}, {folder}) "
                   f"in {time.perf_counter() - start:.1f} s", flush=True)
+        if custom and self.options.derive:
+            self.derive_from(cfg, train_dicts)
         return generated
+
+    def derive_from(self, cfg, train_dicts):
+        """Input size, anchors and an epoch schedule from the training data (see
+        :func:`tkd_d2.data.derive_settings`); every model's overrides are rebuilt with them."""
+        from ..modeling import family_of
+
+        name = ", ".join(cfg.DATASETS.TRAIN)
+        classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
+        stats, arrays = inspect_dataset(train_dicts, classes, name, check_images=False)
+        sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
+        derived = derive_settings(
+            stats, arrays, anchors=family_of(cfg).name == "retinanet",
+            epochs=self.options.epochs or DEFAULT_EPOCHS, ims_per_batch=cfg.SOLVER.IMS_PER_BATCH,
+            iou_threshold=cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1],
+            current_base=float(sizes[0][0]) if len(sizes) == 5 else 16,
+        )
+        if self.options.max_iter:
+            derived["schedule"]["overridden_by"] = f"--max-iter {self.options.max_iter}"
+        self.derived, self.inspection = derived, format_inspection(stats, derived)
+        self._prepare_opts()
+        self._trained_cfgs = None
+        self.trained_configs()
+        print("  " + "\n  ".join(line for line in self.inspection if line), flush=True)
 
     # ---------------------------------------------------------------- stages 2-3
     def stage_train(self, key):
@@ -630,6 +679,9 @@ class Pipeline:
             + (f"; overrides: `{' '.join(overrides)}`" if overrides else "")
             + ".",
         ]
+        if self.inspection:  # --dataset custom: what the data hold and the settings they gave
+            intro += ["", "The training data and the settings derived from them (pass "
+                      "--no-derive to train with the configs' own):", ""] + list(self.inspection)
         return {
             "title": f"TKD report: {self.family.label} {self.backbone('teacher')} -> "
                      f"{self.backbone('tkd')} on {options.dataset_label()}",
