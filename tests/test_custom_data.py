@@ -89,6 +89,26 @@ def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path):
     assert {k[len("AP50-"):] for k in bbox if k.startswith("AP50-")} <= set(SYNTHETIC_CLASSES)
     assert "| crazing |" in report or "| scratches |" in report
     assert list((out / "pictures").glob("*.png"))
+    # settings derived from the data: checked images, reported, used by every training
+    assert "my_train: 16 images (read, every image decodes" in proc.stdout
+    assert "Derived settings:" in report and "not used: --max-iter 1" in report
+    import yaml
+
+    teacher = yaml.safe_load(teacher_cfg)
+    assert teacher["INPUT"]["MIN_SIZE_TEST"] == 128  # 128 px images, boxes well above 20 px
+    sizes = teacher["MODEL"]["ANCHOR_GENERATOR"]["SIZES"]
+    assert f"anchors: base {sizes[0][0]:g} px" in report
+
+
+def test_pipeline_stops_at_the_data_stage_on_an_unreadable_image(coco_set, tmp_path):
+    entry, names = _broken_copy(coco_set, tmp_path, "truncated")
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    proc = run_tool("tkd_pipeline.py", ["--dataset", "custom", "--train", entry, "--test", coco_set["test"],
+                                        "--tiny", "--output", str(tmp_path / "out")], env=env, cwd=str(tmp_path))
+    assert proc.returncode == 1, explain(proc)
+    errors = [l for l in proc.stderr.splitlines() if "error" in l.lower()]
+    assert len(errors) == 1 and "stage 1/6 (data) failed" in errors[0] and names[0] in errors[0], explain(proc)
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out" / "teacher").exists()
 
 
 def test_custom_dataset_needs_train_and_test_entries(tmp_path):
