@@ -193,6 +193,14 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
 
+    # > 0: during the KD warm-up, scale every DED and DRD weight so that the feature terms
+    # (at full weight) are this fraction of the detection loss, measured over the first
+    # CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS) and then fixed; logged once. The
+    # fixed FEATURE_WEIGHT suits NEU-DET; on other data the terms can start far above the
+    # detection loss. 0: off (default; not yet measured against the fixed weight).
+    _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
+    _C.MODEL.TKD.CALIBRATE_ITERS = 10
+
     # ---------------------------------------------------------------- schedule in epochs
     # > 0: train this many passes over DATASETS.TRAIN: train_net.py sets MAX_ITER =
     # ceil(EPOCHS x images / IMS_PER_BATCH) and scales STEPS, WARMUP_ITERS and
