@@ -12,6 +12,9 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
 
   1. data       generate the synthetic set (seeded, cached under $DETECTRON2_DATASETS),
                 check that NEU-DET is in place, or read the --train / --test entries
+                (custom: every image decoded; input size, anchors and an epoch schedule
+                derived from the training data unless --no-derive; see
+                tools/inspect_dataset.py)
   2. teacher    train the teacher (ImageNet-pretrained EfficientNet-Lite2, or R-50 from
                 scratch with --backbones resnet)
   3. baseline   train the student (Lite0, or R-18) without KD
