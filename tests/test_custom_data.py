@@ -95,7 +95,11 @@ def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path):
     import yaml
 
     teacher = yaml.safe_load(teacher_cfg)
-    assert teacher["INPUT"]["MIN_SIZE_TEST"] == 128  # 128 px images, boxes well above 20 px
+    # 128 px images whose smallest boxes (15 px) are enlarged to about 20 px: 192 px, not
+    # --tiny's 128
+    size = teacher["INPUT"]["MIN_SIZE_TEST"]
+    assert size == 192 and teacher["INPUT"]["MIN_SIZE_TRAIN"] == [size]
+    assert f"input size: short side {size} px" in report
     sizes = teacher["MODEL"]["ANCHOR_GENERATOR"]["SIZES"]
     assert f"anchors: base {sizes[0][0]:g} px" in report
 
