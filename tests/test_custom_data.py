@@ -168,6 +168,24 @@ def _broken_copy(coco_set, tmp_path, how):
     return f"bad_train:coco:{images}:{tmp_path / 'train.json'}", names
 
 
+def _train_net_on(entry, out, *flags):
+    return subprocess.run(
+        [sys.executable, str(REPO / "train_net.py"), *flags, "--config-file",
+         str(REPO / "configs" / "Synthetic" / "retinanet_R_18_FPN.yaml"),
+         "DATASETS.CUSTOM.ENTRIES", repr([entry]), "DATASETS.TRAIN", "('bad_train',)",
+         "DATASETS.TEST", "()", "DATASETS.BAD_BOX_POLICY", "error", "SOLVER.MAX_ITER", "1",
+         "DATALOADER.NUM_WORKERS", "0", "OUTPUT_DIR", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=str(out.parent))
+
+
+def test_debug_shows_the_traceback_of_an_input_error(coco_set, tmp_path):
+    entry, names = _broken_copy(coco_set, tmp_path, "category")
+    proc = _train_net_on(entry, tmp_path / "out", "--debug")
+    assert proc.returncode == 1, explain(proc)
+    assert "Traceback" in proc.stderr and "DatasetFormatError" in proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1].startswith("train_net.py: error: ")
+
+
 @pytest.mark.parametrize("how", ["truncated", "outside", "category"])
 def test_bad_input_stops_train_net_with_one_line_before_training(coco_set, tmp_path, how):
     entry, names = _broken_copy(coco_set, tmp_path, how)

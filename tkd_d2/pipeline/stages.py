@@ -261,6 +261,7 @@ class Pipeline:
         self.test_dataset = None  # set by stage_data
         # --dataset custom: settings derived from the training data (stage_data)
         self.derived = self.inspection = None
+        self.classes = None  # --dataset custom: the class names (custom_data_opts)
         self.pictures = []  # set by stage_pictures
         self._trained_cfgs = None
         self._prepare_opts()
