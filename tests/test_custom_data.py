@@ -141,6 +141,21 @@ def test_custom_options_become_dataset_overrides(coco_set, tmp_path):
     assert pipeline.options.dataset_label() == "my_train (test: my_test)"
 
 
+def test_voc_entries_take_their_classes_from_the_command_line(tmp_path):
+    from tkd_d2.errors import ConfigError
+    from tkd_d2.pipeline import Pipeline
+
+    fields = {"dataset": "custom", "detector": "fcos", "output": str(tmp_path / "out"),
+              "train": ["v_train:voc:/data/img:/data/xml:/data/train.txt"],
+              "test": ["v_test:voc:/data/img:/data/xml:/data/test.txt"]}
+    with pytest.raises(ConfigError, match="VOC entries need --classes"):
+        Pipeline(fields, project_root=str(REPO))
+    pipeline = Pipeline(dict(fields, classes=["dent", "rust"]), project_root=str(REPO))
+    pairs = dict(zip(pipeline.eval_opts[::2], pipeline.eval_opts[1::2]))
+    assert pairs["DATASETS.CUSTOM.CLASSES"] == "['dent', 'rust']"
+    assert pairs["MODEL.FCOS.NUM_CLASSES"] == "2"
+
+
 # ------------------------------------------------------------------------------ bad input
 def _broken_copy(coco_set, tmp_path, how):
     """A copy of the COCO train set with one user mistake: ``truncated`` (an image cut in
