@@ -12,28 +12,31 @@
 
 Trailing ``KEY VALUE`` pairs override the config. Runs on the CPU when no GPU is present;
 ``--num-gpus N`` starts N processes (one per GPU, or gloo processes on a CPU machine).
+The full config goes to OUTPUT_DIR/config.yaml and OUTPUT_DIR/log.txt; the console shows a
+summary. A mistake in the input (config, data) stops with one line; ``--debug`` adds its
+traceback (always in log.txt). After training, DATASETS.TEST is evaluated (detectron2's
+habit): ``DATASETS.TEST '()'`` skips it.
 """
-import logging
 import sys
+import traceback
 
 import tkd_d2  # noqa: F401  (adapts detectron2 and registers everything, before detectron2 use)
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
 
 from tkd_d2.checkpoint import SafeCheckpointer
-from tkd_d2.config import load_config, student_cfg
-from tkd_d2.engine import Trainer, launch
+from tkd_d2.config import apply_epoch_schedule, load_config, student_cfg
+from tkd_d2.engine import Trainer, launch, log_traceback_to_file, setup_run
 from tkd_d2.errors import TKDError
 
 
 def setup(args):
     """Build the frozen config for ``args`` and register the datasets it names."""
     cfg = load_config(args.config_file, args.opts)
-    default_setup(cfg, args)
-    # detectron2 sets up its own loggers only; the project's messages go to the same log.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="tkd_d2", abbrev_name="tkd")
+    if not args.eval_only:
+        cfg = apply_epoch_schedule(cfg)  # SOLVER.EPOCHS > 0: MAX_ITER from the data's size
+    setup_run(cfg, args)
     return cfg
 
 
@@ -70,11 +73,23 @@ def argument_parser():
     parser.add_argument("--exported", metavar="DIR", default="",
                         help="with --eval-only: evaluate the export in DIR (tools/export.py) "
                              "instead of MODEL.WEIGHTS")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an input error too (it is always in log.txt)")
     return parser
 
 
 def run(argv=None):
     args = argument_parser().parse_args(argv)
+    try:
+        return _launch(args)
+    except TKDError as e:
+        log_traceback_to_file(e)
+        if args.debug:
+            traceback.print_exc()
+        sys.exit(f"train_net.py: error: {e}")
+
+
+def _launch(args):
     if args.exported and not args.eval_only:
         raise TKDError("--exported DIR evaluates an export: use it with --eval-only")
     logging.getLogger("tkd_d2").info("Command line arguments: %s", args)
@@ -89,7 +104,4 @@ def run(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        run()
-    except TKDError as e:
-        sys.exit(f"train_net.py: error: {e}")
+    run()

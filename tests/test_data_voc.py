@@ -205,7 +205,7 @@ def test_image_found_through_filename_tag_with_or_without_extension(tmp_path):
     assert [os.path.basename(d["file_name"]) for d in dicts] == ["photo_7.jpg", "crazing_12.jpg"]
 
 
-def test_boxes_are_clipped_to_the_image(tmp_path):
+def test_boxes_are_clipped_to_the_image(tmp_path, caplog):
     images_dir, annotations_dir = _make_voc(
         tmp_path,
         {
@@ -214,11 +214,18 @@ def test_boxes_are_clipped_to_the_image(tmp_path):
             )
         },
     )
-    (record,) = load_voc_instances(images_dir, annotations_dir, CLASSES, bad_box_policy="error")
+    with caplog.at_level(logging.WARNING, logger="tkd_d2.data.voc"):
+        (record,) = load_voc_instances(images_dir, annotations_dir, CLASSES, bad_box_policy="drop")
     assert [a["bbox"] for a in record["annotations"]] == [
         [0.0, 0.0, 200.0, 100.0],
         [6.0, 6.0, 7.0, 9.0],
     ]
+    # the partly outside box is counted in one warning naming it
+    (warning,) = [r.getMessage() for r in caplog.records if "outside" in r.getMessage()]
+    assert "Clipped 1 box(es)" in warning and "c_1.xml" in warning and "crazing" in warning
+    # ... and refused under the error policy, naming the file, the object and the image
+    with pytest.raises(DatasetFormatError, match=r"c_1\.xml: <object> #1 \(crazing\).*c_1\.jpg reaches outside the 200x100"):
+        load_voc_instances(images_dir, annotations_dir, CLASSES, bad_box_policy="error")
 
 
 def _degenerate_dataset(tmp_path):
@@ -412,10 +419,15 @@ def test_custom_entries_from_cfg_register_voc_and_coco(tmp_path, restore_registr
         ([50.0, 40.0, 60.0, 50.0], 1)
     ]
     assert any("Dropped 1 box(es)" in r.getMessage() for r in caplog.records)
+    # the partly outside box is clipped and counted, once, naming annotation and image
+    assert [r.getMessage() for r in caplog.records if "Clipped" in r.getMessage()] == [
+        f"Clipped 1 box(es) reaching outside their image in {coco_json} (e.g. annotation 2 of "
+        f"image {coco_images}/im2.jpg (60x50): box [50.0, 40.0, 30.0, 30.0])."
+    ]
 
     cfg.DATASETS.BAD_BOX_POLICY = "error"
     register_from_cfg(cfg, root=str(tmp_path))
-    with pytest.raises(DatasetFormatError, match=r"coco\.json: annotation 3"):
+    with pytest.raises(DatasetFormatError, match=r"coco\.json: annotation 2 of image .*im2\.jpg .* reaches outside the image"):
         DatasetCatalog.get("my_coco")
     for name in ("my_voc", "my_voc_val", "my_coco"):
         DatasetCatalog.remove(name)

@@ -304,3 +304,41 @@ def test_student_narrower_than_teacher_gets_align_convs(tmp_path):
     incompatible = plain.load_state_dict(model.state_dict(), strict=False)
     assert not incompatible.missing_keys
     assert incompatible.unexpected_keys and all(k.startswith("distill_") for k in incompatible.unexpected_keys)
+
+
+def test_calibration_sets_feature_terms_to_a_fraction_of_the_detection_loss(tmp_path, caplog):
+    import logging
+
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    cfg = _distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra=[
+        "MODEL.TKD.CALIBRATE_FRACTION", 0.1, "MODEL.TKD.CALIBRATE_ITERS", 1])
+    model = build_model(cfg)
+    model.train()
+    feature_terms = [k for k in KD_TERMS if k.startswith(("loss_ded", "loss_drd"))]
+    with caplog.at_level(logging.INFO, logger="tkd_d2.modeling.distiller"):
+        for it in (0, 1):
+            torch.manual_seed(0)
+            with EventStorage(start_iter=it):
+                losses = model(_batch())
+            detection = sum(float(v) for k, v in losses.items() if k in ("loss_cls", "loss_box_reg"))
+            feature = sum(float(losses[k]) for k in feature_terms)
+            if it == 0:  # calibrated on this step: the feature terms are a tenth of the detection loss
+                assert feature == pytest.approx(0.1 * detection, rel=1e-4)
+                scale = float(model.distill_feature_scale)
+                assert scale != 1.0
+    # then fixed (the same scale on later steps), logged once, and kept in the checkpoint
+    assert float(model.distill_feature_scale) == scale
+    assert len([r for r in caplog.records if "KD calibration" in r.getMessage()]) == 1
+    assert "distill_feature_scale" in model.state_dict()
+
+
+def test_calibration_off_leaves_the_weights_and_checkpoint_alone(tmp_path):
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    model.train()
+    with EventStorage(start_iter=0):
+        model(_batch())
+    assert float(model.distill_feature_scale) == 1.0
+    assert not any("calibration" in k or "feature_scale" in k for k in model.state_dict())

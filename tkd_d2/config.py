@@ -6,8 +6,11 @@ and the one way to load a config file.
   registered, relative teacher paths resolved (see :func:`resolve_config_reference`).
 * :func:`student_cfg`: a TKD distiller config → the plain student config it trains.
 * :func:`schedule_overrides`: overrides that train a config for N iterations, schedule scaled.
+* :func:`apply_epoch_schedule`: SOLVER.EPOCHS → MAX_ITER for the training set's size.
 """
 import difflib
+import logging
+import math
 import os
 
 import yaml
@@ -24,6 +27,8 @@ __all__ = [
     "student_cfg",
     "resolve_config_reference",
     "schedule_overrides",
+    "epoch_iterations",
+    "apply_epoch_schedule",
     "PACKAGE_DIR",
     "PACKAGE_CONFIGS",
     "TKD_PARTS",
@@ -31,6 +36,8 @@ __all__ = [
     "preset_values",
     "is_distiller_config",
 ]
+
+logger = logging.getLogger(__name__)
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 # The project's configs/, shipped with the package (a link in the source tree, package data
@@ -91,9 +98,13 @@ def add_tkd_config(cfg):
     # DATASETS.CUSTOM.CLASSES (required for voc).
     _C.DATASETS.CUSTOM.ENTRIES = []
     _C.DATASETS.CUSTOM.CLASSES = []
-    # Boxes outside the image are clipped to it; boxes of zero size after clipping are
-    # dropped and counted in the log ("drop"), or raise an error naming the file ("error").
+    # Boxes reaching more than 1 px outside the image are clipped to it and counted in one
+    # log line; boxes of zero size after clipping are dropped and counted ("drop"). "error"
+    # refuses both, naming the file, image and annotation.
     _C.DATASETS.BAD_BOX_POLICY = "drop"
+    # Decode every training / test image once, in parallel, before training or evaluation
+    # starts; an unreadable or truncated image stops it with one line naming the file.
+    _C.DATASETS.CHECK_IMAGES = True
 
     # ---------------------------------------------------------------- synthetic defects
     _C.DATASETS.SYNTHETIC = CN()
@@ -202,6 +213,21 @@ def add_tkd_config(cfg):
 
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
+
+    # > 0: during the KD warm-up, scale every DED and DRD weight so that the feature terms
+    # (at full weight) are this fraction of the detection loss, measured over the first
+    # CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS) and then fixed; logged once. The
+    # fixed FEATURE_WEIGHT suits NEU-DET; on other data the terms can start far above the
+    # detection loss. 0: off (default; not yet measured against the fixed weight).
+    _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
+    _C.MODEL.TKD.CALIBRATE_ITERS = 10
+
+    # ---------------------------------------------------------------- schedule in epochs
+    # > 0: train this many passes over DATASETS.TRAIN: train_net.py sets MAX_ITER =
+    # ceil(EPOCHS x images / IMS_PER_BATCH) and scales STEPS, WARMUP_ITERS and
+    # MODEL.TKD.WARMUP_ITERS by MAX_ITER / the config's MAX_ITER (as an overridden MAX_ITER
+    # alone does). 0: MAX_ITER as given.
+    _C.SOLVER.EPOCHS = 0
     return cfg
 
 
@@ -411,8 +437,10 @@ def load_config(config_file, opts=(), *, device=None, student=False, register_da
     except (yaml.YAMLError, AssertionError, ValueError, TypeError) as e:
         raise ConfigError(f"config {config_file}: {type(e).__name__}: {e}") from None
     opts = [str(o) for o in opts]
+    base_schedule = _schedule_of(cfg)
     _merge_opts(cfg, opts)
     _apply_preset(cfg, config_file, opts)
+    _scale_schedule(cfg, base_schedule, given=set(opts[::2]))
     teacher = cfg.MODEL.TKD.TEACHER.CONFIG
     if teacher:
         from_command_line = "MODEL.TKD.TEACHER.CONFIG" in opts[::2]
@@ -451,6 +479,70 @@ def student_cfg(cfg):
     if frozen:
         out.freeze()
     return out
+
+
+def _schedule_of(cfg):
+    return {"SOLVER.MAX_ITER": cfg.SOLVER.MAX_ITER, "SOLVER.STEPS": tuple(cfg.SOLVER.STEPS),
+            "SOLVER.WARMUP_ITERS": cfg.SOLVER.WARMUP_ITERS,
+            "MODEL.TKD.WARMUP_ITERS": cfg.MODEL.TKD.WARMUP_ITERS}
+
+
+def _set_schedule(cfg, base, max_iter, keep=()):
+    """Set MAX_ITER and scale the ``base`` schedule's steps and warm-ups to it (the keys in
+    ``keep`` stay as they are); steps that would not fit are dropped, so detectron2 never
+    meets a STEPS / MAX_ITER pair it refuses."""
+    scale = max_iter / max(1, int(base["SOLVER.MAX_ITER"]))
+    cfg.SOLVER.MAX_ITER = int(max_iter)
+    steps = cfg.SOLVER.STEPS if "SOLVER.STEPS" in keep else [
+        max(1, int(round(s * scale))) for s in base["SOLVER.STEPS"]]
+    # MultiStepParamScheduler needs steps inside (0, MAX_ITER) and MAX_ITER > len(steps)
+    steps = sorted({int(s) for s in steps if 0 < s < max_iter})[: max(0, max_iter - 1)]
+    if list(steps) != list(cfg.SOLVER.STEPS):
+        logger.info("SOLVER.STEPS %s -> %s for SOLVER.MAX_ITER %d", tuple(cfg.SOLVER.STEPS),
+                    tuple(steps), max_iter)
+    cfg.SOLVER.STEPS = tuple(steps)
+    for key, node in (("SOLVER.WARMUP_ITERS", cfg.SOLVER), ("MODEL.TKD.WARMUP_ITERS", cfg.MODEL.TKD)):
+        name = key.rsplit(".", 1)[1]
+        if key not in keep:
+            node[name] = int(round(base[key] * scale))
+    cfg.SOLVER.WARMUP_ITERS = min(cfg.SOLVER.WARMUP_ITERS, max_iter)
+
+
+def _scale_schedule(cfg, base, given):
+    """An overridden MAX_ITER (without STEPS / warm-ups) scales the config's schedule; in any
+    case the steps are made to fit MAX_ITER."""
+    keep = set(given) if "SOLVER.MAX_ITER" in given else set(base)
+    _set_schedule(cfg, base, cfg.SOLVER.MAX_ITER, keep=keep)
+
+
+def epoch_iterations(epochs, num_images, ims_per_batch):
+    """Iterations of ``epochs`` passes over ``num_images`` images, ``ims_per_batch`` per step."""
+    return max(1, math.ceil(epochs * num_images / max(1, ims_per_batch)))
+
+
+def apply_epoch_schedule(cfg, num_images=None):
+    """SOLVER.EPOCHS > 0: set MAX_ITER for that many passes over DATASETS.TRAIN
+    (``num_images``, default: counted from the registered datasets after detectron2's
+    empty-image filter) and scale STEPS and warm-ups with it. Returns ``cfg`` (a frozen
+    config is copied); a config without EPOCHS as it is."""
+    if cfg.SOLVER.EPOCHS <= 0:
+        return cfg
+    if num_images is None:
+        from detectron2.data import get_detection_dataset_dicts
+
+        num_images = len(get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone()
+    cfg.defrost()
+    max_iter = epoch_iterations(cfg.SOLVER.EPOCHS, num_images, cfg.SOLVER.IMS_PER_BATCH)
+    _set_schedule(cfg, _schedule_of(cfg), max_iter)
+    logger.info("SOLVER.EPOCHS %d over %d images, batch %d: MAX_ITER %d, STEPS %s, WARMUP_ITERS %d",
+                cfg.SOLVER.EPOCHS, num_images, cfg.SOLVER.IMS_PER_BATCH, max_iter,
+                tuple(cfg.SOLVER.STEPS), cfg.SOLVER.WARMUP_ITERS)
+    if frozen:
+        cfg.freeze()
+    return cfg
 
 
 def schedule_overrides(cfg, max_iter, tkd=False):

@@ -4,11 +4,17 @@
     python tools/tkd_pipeline.py                          # synthetic defects, RetinaNet
     python tools/tkd_pipeline.py --dataset neu_det --detector fcos
     python tools/tkd_pipeline.py --tiny --output /tmp/try # a 1-minute smoke run
+    python tools/tkd_pipeline.py --dataset custom \
+        --train pcb_train:coco:/data/pcb/images:/data/pcb/train.json \
+        --test pcb_test:coco:/data/pcb/images:/data/pcb/test.json   # your own data
 
 Stages (each prints "[stage k/6] ..."; training streams detectron2's own log with its ETA):
 
-  1. data       generate the synthetic set (seeded, cached under $DETECTRON2_DATASETS) or
-                check that NEU-DET is in place
+  1. data       generate the synthetic set (seeded, cached under $DETECTRON2_DATASETS),
+                check that NEU-DET is in place, or read the --train / --test entries
+                (custom: every image decoded; input size, anchors and an epoch schedule
+                derived from the training data unless --no-derive; see
+                tools/inspect_dataset.py)
   2. teacher    train the teacher (ImageNet-pretrained EfficientNet-Lite2, or R-50 from
                 scratch with --backbones resnet)
   3. baseline   train the student (Lite0, or R-18) without KD
@@ -62,7 +68,24 @@ def parse_args(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dataset", choices=sorted(DATASET_CONFIG_DIRS), default="synthetic",
-                        help="synthetic (generated, default) or neu_det ($DETECTRON2_DATASETS/NEU-DET)")
+                        help="synthetic (generated, default), neu_det ($DETECTRON2_DATASETS/NEU-DET) "
+                             "or custom (your own data: --train and --test)")
+    parser.add_argument("--train", action="append", default=[], metavar="NAME:FORMAT:PATHS",
+                        help="--dataset custom: a training set, as a DATASETS.CUSTOM.ENTRIES item: "
+                             "NAME:coco:IMAGES_DIR:FILE.json or NAME:voc:IMAGES_DIR:XML_DIR[:SPLIT_FILE] "
+                             "(repeat for several)")
+    parser.add_argument("--test", action="append", default=[], metavar="NAME:FORMAT:PATHS",
+                        help="--dataset custom: the set to evaluate on, in the same form (the first "
+                             "is evaluated)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="--dataset custom: epochs of the derived schedule (default 12; "
+                             "--max-iter overrides it)")
+    parser.add_argument("--no-derive", dest="derive", action="store_false",
+                        help="--dataset custom: keep the configs' input size, anchors and schedule "
+                             "instead of deriving them from the data")
+    parser.add_argument("--classes", nargs="+", default=[], metavar="NAME",
+                        help="--dataset custom with VOC entries: the class names in category order "
+                             "(COCO files name their own)")
     parser.add_argument("--detector", choices=DETECTORS, default="retinanet",
                         help="detector family of teacher and students (default retinanet)")
     parser.add_argument("--backbones", choices=sorted(BACKBONE_PAIRS), default=DEFAULT_BACKBONES,

@@ -14,7 +14,9 @@ from .builtin import (
     register_from_cfg,
     train_thing_classes,
 )
-from .coco import load_coco_instances, register_coco
+from .checks import check_image, check_images, find_unreadable_images
+from .inspection import derive_settings, format_inspection, inspect_dataset, settings_overrides
+from .coco import coco_category_names, load_coco_instances, register_coco
 from ..errors import DatasetFormatError, DatasetNotRegisteredError, ImageReadError
 from .mapper import TKDDatasetMapper
 from .synthetic import (
@@ -35,6 +37,14 @@ __all__ = [
     "ImageReadError",
     "TKDDatasetMapper",
     "assert_datasets_registered",
+    "check_image",
+    "derive_settings",
+    "format_inspection",
+    "inspect_dataset",
+    "settings_overrides",
+    "check_images",
+    "find_unreadable_images",
+    "coco_category_names",
     "default_root",
     "generate_synthetic_defects",
     "load_coco_instances",

@@ -84,6 +84,7 @@ def _load_builtin_voc(name, dataset_dir, split, class_names, bad_box_policy):
         class_names,
         split_file=os.path.join(dataset_dir, "ImageSets", split + ".txt"),
         bad_box_policy=bad_box_policy,
+        dataset_name=name,
     )
 
 

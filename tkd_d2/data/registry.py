@@ -5,6 +5,8 @@ from ..errors import DatasetFormatError
 
 __all__ = [
     "BAD_BOX_POLICIES",
+    "OUTSIDE_TOLERANCE_PX",
+    "LOAD_REPORTS",
     "REGISTERED_BY_TKD",
     "check_bad_box_policy",
     "clip_box",
@@ -13,6 +15,9 @@ __all__ = [
 ]
 
 BAD_BOX_POLICIES = ("drop", "error")
+# A box reaching more than this many pixels outside its image counts as outside (less is the
+# rounding of x + w, or VOC's 1-based xmax = width + 1: clipped without a word).
+OUTSIDE_TOLERANCE_PX = 1.0
 
 
 def check_bad_box_policy(policy):
@@ -24,6 +29,10 @@ def check_bad_box_policy(policy):
         )
     return policy
 
+
+# dataset name -> what its loader did to the boxes on the last load: {"outside": boxes
+# reaching outside the image (clipped), "empty": boxes empty after clipping (dropped)}
+LOAD_REPORTS = {}
 
 # Names registered through this package, in registration order (for error messages).
 REGISTERED_BY_TKD = {}

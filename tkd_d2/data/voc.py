@@ -16,7 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 from ..errors import DatasetFormatError
-from .registry import check_bad_box_policy, clip_box, replace_registration
+from .registry import LOAD_REPORTS, OUTSIDE_TOLERANCE_PX, check_bad_box_policy, clip_box, replace_registration
 
 __all__ = ["load_voc_instances", "register_voc", "write_voc_annotation", "read_split_file"]
 
@@ -174,8 +174,22 @@ def _parse_annotation(xml_path, stem, image_finder, class_to_id, class_names, po
         )
         # Same convention as detectron2's own pascal_voc loader: VOC coordinates are 1-based
         # inclusive pixel indices, so (xmin=1, xmax=W) covers the whole image = [0, W] here.
-        box, changed = clip_box([xmin - 1.0, ymin - 1.0, xmax, ymax], width, height)
-        if box[2] <= box[0] or box[3] <= box[1]:
+        raw = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        box, changed = clip_box(raw, width, height)
+        outside = max(abs(a - b) for a, b in zip(box, raw)) > OUTSIDE_TOLERANCE_PX
+        empty = box[2] <= box[0] or box[3] <= box[1]
+        if outside and not empty:
+            if policy == "error":
+                raise DatasetFormatError(
+                    f"{xml_path}: {where} (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
+                    f"ymax={ymax:g}) of image {image_path} reaches outside the {width}x{height} "
+                    "image. Fix the box, or use DATASETS.BAD_BOX_POLICY drop to clip it."
+                )
+            stats["outside"] += 1
+            stats.setdefault(
+                "outside_example", f"{xml_path} {where} ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g})"
+            )
+        if empty:
             if policy == "error":
                 raise DatasetFormatError(
                     f"{xml_path}: {where} (xmin={xmin:g}, ymin={ymin:g}, xmax={xmax:g}, "
@@ -202,6 +216,7 @@ def load_voc_instances(
     split_file=None,
     bad_box_policy="drop",
     image_ext=".jpg",
+    dataset_name=None,
 ):
     """Load a VOC XML dataset as detectron2 dataset dicts.
 
@@ -213,6 +228,7 @@ def load_voc_instances(
         bad_box_policy: boxes are clipped to the image; a box of zero size after clipping is
             dropped and counted in one warning ("drop"), or raises naming the file ("error").
         image_ext: image file extension tried first (then the XML's ``<filename>``).
+        dataset_name: the registered name (the box counts go to ``LOAD_REPORTS[name]``).
 
     Returns:
         list of dicts with ``file_name``, ``image_id`` (position in the list), ``height``,
@@ -244,7 +260,7 @@ def load_voc_instances(
         stems = [s for _, s in listed]
 
     image_finder = _ImageFinder(images_dir, image_ext)
-    stats = {"dropped": 0, "clipped": 0}
+    stats = {"dropped": 0, "clipped": 0, "outside": 0}
     dataset_dicts = []
     for image_id, stem in enumerate(stems):
         xml_path = os.path.join(annotations_dir, stem + ".xml")
@@ -262,6 +278,11 @@ def load_voc_instances(
             annotations_dir,
             stats["example"],
         )
+    if dataset_name:
+        LOAD_REPORTS[dataset_name] = {"outside": stats["outside"], "empty": stats["dropped"]}
+    if stats["outside"]:
+        logger.warning("Clipped %d box(es) reaching outside their image in %s (e.g. %s).",
+                       stats["outside"], annotations_dir, stats["outside_example"])
     if stats["clipped"]:
         logger.info("Clipped %d box(es) to the image in %s.", stats["clipped"], annotations_dir)
     return dataset_dicts
@@ -295,7 +316,7 @@ def register_voc(
     replace_registration(
         name,
         lambda: load_voc_instances(
-            images_dir, annotations_dir, class_names, split_file, bad_box_policy, image_ext
+            images_dir, annotations_dir, class_names, split_file, bad_box_policy, image_ext, name
         ),
         thing_classes=class_names,
         evaluator_type="coco",

@@ -2,6 +2,8 @@
 from .hooks import TKDHook
 from .launch import launch
 from .predictor import Predictor
+from .setup import log_traceback_to_file, setup_run
 from .trainer import Trainer, unwrap_model
 
-__all__ = ["Trainer", "TKDHook", "Predictor", "launch", "unwrap_model"]
+__all__ = ["Trainer", "TKDHook", "Predictor", "launch", "log_traceback_to_file", "setup_run",
+           "unwrap_model"]

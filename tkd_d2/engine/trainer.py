@@ -2,13 +2,15 @@
 checkpointing and the TKD hooks."""
 import logging
 import os
+import time
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (build_detection_test_loader, build_detection_train_loader,
+                             get_detection_dataset_dicts)
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
 from ..checkpoint import SafeCheckpointer
-from ..data import TKDDatasetMapper, train_thing_classes
+from ..data import TKDDatasetMapper, check_images, train_thing_classes
 from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
 from .hooks import TKDHook
@@ -43,10 +45,26 @@ class Trainer(DefaultTrainer):
         hooks.insert(0, TKDHook(self.cfg, evaluate=self.test))
         return hooks
 
+    @staticmethod
+    def check_images(cfg, dataset_dicts, names):
+        """Decode every image once, in parallel, before training or evaluation starts
+        (DATASETS.CHECK_IMAGES); raises ImageReadError naming the unreadable ones."""
+        if not cfg.DATASETS.CHECK_IMAGES:
+            return
+        start = time.perf_counter()
+        count = check_images(dataset_dicts, ", ".join(names))
+        logger.info("Checked %d images of %s: all readable (%.1f s).", count, ", ".join(names),
+                    time.perf_counter() - start)
+
     @classmethod
     def build_train_loader(cls, cfg):
         try:
-            return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True))
+            dataset = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            )
+            cls.check_images(cfg, dataset, cfg.DATASETS.TRAIN)
+            return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True),
+                                                dataset=dataset)
         except AssertionError as e:  # detectron2 asserts on empty datasets; say what to do
             if "is empty" in str(e) or "No valid data" in str(e):
                 raise DatasetFormatError(
@@ -59,8 +77,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        dataset = get_detection_dataset_dicts([dataset_name], filter_empty=False)
+        cls.check_images(cfg, dataset, [dataset_name])
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=TKDDatasetMapper(cfg, is_train=False)
+            dataset, mapper=TKDDatasetMapper(cfg, is_train=False),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
     @classmethod

@@ -57,6 +57,8 @@ class TKDDistiller(nn.Module):
         crd_normalizer: str = "running",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
+        calibrate_fraction: float = 0.0,
+        calibrate_iters: int = 10,
     ):
         """
         Args:
@@ -68,6 +70,9 @@ class TKDDistiller(nn.Module):
             warmup_iters: KD weights ramp linearly from 0 over this many iterations.
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
+            calibrate_fraction: > 0: over the first ``calibrate_iters`` KD iterations, scale
+                the feature terms' (DED + DRD) weights so that their sum (at full weight) is
+                this fraction of the detection loss; then the scale is fixed (and saved).
         """
         super().__init__()
         self.student = student
@@ -91,6 +96,13 @@ class TKDDistiller(nn.Module):
         self.distill_ded = ded
         self.distill_drd = drd
         self._iter = 0
+        self.calibrate_fraction = float(calibrate_fraction)
+        self.calibrate_iters = max(1, int(calibrate_iters))
+        # feature-term weight multiplier, then [sum feature/detection ratios, count]: kept in
+        # the checkpoint (only when calibrating) so a resumed run keeps its calibration
+        calibrating = self.calibrate_fraction > 0
+        self.register_buffer("distill_feature_scale", torch.ones(()), persistent=calibrating)
+        self.register_buffer("distill_calibration", torch.zeros(2), persistent=calibrating)
 
         s_head, t_head = student.head, teacher.head
         num_convs = len(split_tower(s_head.cls_subnet).pre)
@@ -182,6 +194,8 @@ class TKDDistiller(nn.Module):
             "crd_normalizer": tkd.CRD.NORMALIZER,
             "ded": ded,
             "drd": drd,
+            "calibrate_fraction": tkd.CALIBRATE_FRACTION,
+            "calibrate_iters": min(tkd.CALIBRATE_ITERS, max(1, tkd.WARMUP_ITERS)),
         }
 
     # ------------------------------------------------------------------ teacher handling
@@ -233,6 +247,7 @@ class TKDDistiller(nn.Module):
         s_head = run_head(student.head, *self._s_blocks, s_feats, self.reused_head_index)
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
+        detection = sum(v.detach() for v in losses.values())  # the student's own losses
 
         w = {k: v * self.warmup_factor for k, v in self.weights.items() if v}
         need_crd = any(k.startswith("loss_crd") for k in w)
@@ -255,19 +270,48 @@ class TKDDistiller(nn.Module):
         t_level = [t_feature_dict[f] for f in self.in_features]
         if self.distill_feature_align is not None and (self.distill_ded or self.distill_drd):
             s_level = [self.distill_feature_align(x) for x in s_level]
+        feature = {}  # feature terms, unweighted by the warm-up (for the calibration)
         if self.distill_ded is not None:
             terms = [t for t in ("fg", "bg", "ssim") if f"loss_ded_{t}" in w]
             if terms:
                 ded = self.distill_ded(s_level, t_level, gt_boxes, self.strides, compute=terms)
-                losses.update({f"loss_ded_{t}": ded[t] * w[f"loss_ded_{t}"] for t in terms})
+                feature.update({f"loss_ded_{t}": ded[t] for t in terms})
         if self.distill_drd is not None:
             terms = [t for t in ("instance", "pixel") if f"loss_drd_{t}" in w]
             if terms:
                 drd = self.distill_drd(s_level, t_level, gt_boxes, self.strides,
                                        step=self._iter, compute=terms)
-                losses.update({f"loss_drd_{t}": drd[t] * w[f"loss_drd_{t}"] for t in terms})
+                feature.update({f"loss_drd_{t}": drd[t] for t in terms})
+        if feature and self.calibrate_fraction > 0:
+            self._calibrate(feature, detection)
+        scale = self.distill_feature_scale
+        losses.update({k: v * w[k] * scale for k, v in feature.items()})
         self._check_finite(losses)
         return losses
+
+    @torch.no_grad()
+    def _calibrate(self, feature, detection):
+        """Over the first ``calibrate_iters`` KD steps, set the feature-term scale from the
+        mean ratio (feature terms at full weight) / (detection loss); log it once, when fixed."""
+        total, count = self.distill_calibration.tolist()
+        if count >= self.calibrate_iters:
+            return
+        at_full_weight = sum(v.detach() * self.weights[k] for k, v in feature.items())
+        ratio = (at_full_weight / detection.clamp(min=1e-12)).reshape(1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(ratio)  # every rank keeps the same scale
+            ratio /= torch.distributed.get_world_size()
+        total, count = total + float(ratio), count + 1
+        self.distill_calibration.copy_(torch.tensor([total, count]))
+        mean = total / count
+        if mean > 0:
+            self.distill_feature_scale.fill_(self.calibrate_fraction / mean)
+        if count >= self.calibrate_iters:
+            logger.info(
+                "KD calibration: over %d iterations the feature terms (DED + DRD) at full weight "
+                "were %.3g x the detection loss; their weights are scaled by %.3g so they make "
+                "%.3g of it (MODEL.TKD.CALIBRATE_FRACTION).",
+                int(count), mean, float(self.distill_feature_scale), self.calibrate_fraction)
 
     def _crd_losses(self, s_feats, s_head, t_head, gt_instances, w):
         student, teacher = self.student, self.teacher

@@ -18,8 +18,11 @@ from typing import Optional, Sequence
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..config import is_distiller_config, load_config, schedule_overrides
-from ..data import default_root, synthetic_dataset_cached
+from ..config import epoch_iterations, is_distiller_config, load_config, schedule_overrides
+from ..data import (check_images, coco_category_names, default_root, derive_settings,
+                    format_inspection, inspect_dataset, parse_custom_entry, settings_overrides,
+                    synthetic_dataset_cached)
+from ..data.inspection import DEFAULT_EPOCHS
 from ..engine import Predictor
 from ..errors import ConfigError
 from ..evaluation import RESULTS_FILE
@@ -33,6 +36,7 @@ from .runner import Stage, StageError, StageRunner, now
 
 __all__ = [
     "BACKBONE_PAIRS",
+    "CUSTOM",
     "DATASET_CONFIG_DIRS",
     "DEFAULT_BACKBONES",
     "DETECTORS",
@@ -51,8 +55,10 @@ __all__ = [
     "run_pipeline",
 ]
 
-# dataset → its folder in configs/
-DATASET_CONFIG_DIRS = {"synthetic": "Synthetic", "neu_det": "NEU-DET"}
+# dataset → its folder in configs/. "custom" (the user's --train / --test entries) trains the
+# synthetic set's models with the data, class count, input size, anchors and schedule replaced.
+DATASET_CONFIG_DIRS = {"synthetic": "Synthetic", "neu_det": "NEU-DET", "custom": "Synthetic"}
+CUSTOM = "custom"
 DEFAULT_BACKBONES = "lite"  # measured better in the main job's time (BENCHMARKS.md)
 DETECTORS = tuple(sorted(family.name for family in FAMILIES))
 MODELS = ("teacher", "baseline", "tkd")
@@ -159,6 +165,13 @@ class PipelineOptions:
     student_config: Optional[str] = None
     tkd_config: Optional[str] = None
     opts: Sequence[str] = ()  # KEY VALUE overrides of every train_net.py call
+    # --dataset custom: DATASETS.CUSTOM.ENTRIES items ("name:coco:images:file.json",
+    # "name:voc:images:annotations[:split]") to train on and to evaluate on
+    train: Sequence[str] = ()
+    test: Sequence[str] = ()
+    classes: Sequence[str] = ()  # VOC class names (COCO: read from the json)
+    derive: bool = True  # custom data: input size, anchors and schedule from the data
+    epochs: Optional[int] = None  # custom data: epochs of the derived schedule (default 12)
 
     def resolved(self):
         """A copy with every default filled in (``--tiny`` scale, speed iterations, absolute
@@ -171,6 +184,20 @@ class PipelineOptions:
         if len(opts) % 2:
             raise ConfigError(f"--opts takes KEY VALUE pairs, got {opts}")
         redo = expand_redo(self.redo)
+        train, test = [str(e) for e in self.train], [str(e) for e in self.test]
+        if self.dataset == CUSTOM:
+            if not train or not test:
+                raise ConfigError("--dataset custom needs --train and --test entries, e.g. "
+                                  "--train pcb_train:coco:/data/pcb/images:/data/pcb/train.json "
+                                  "--test pcb_test:coco:/data/pcb/images:/data/pcb/test.json")
+            names = [parse_custom_entry(e)["name"] for e in train + test]
+            if len(set(names)) != len(names):
+                raise ConfigError(f"--train / --test entries must have distinct names, got {names}")
+        elif train or test or self.classes or self.epochs is not None:
+            raise ConfigError(f"--train / --test / --classes / --epochs are for --dataset custom, "
+                              f"not {self.dataset} (use --max-iter)")
+        if self.epochs is not None and self.epochs < 1:
+            raise ConfigError("--epochs must be >= 1")
         if self.num_images < 0:
             raise ConfigError("--num-images must be >= 0")
         if self.max_iter is not None and self.max_iter < 1:
@@ -184,7 +211,16 @@ class PipelineOptions:
             raise ConfigError("--speed-iters needs WARMUP >= 0 and TIMED >= 1")
         output = self.output or os.path.join("output", f"pipeline_{self.dataset}_{self.detector}")
         return dataclasses.replace(self, opts=opts, redo=redo, max_iter=max_iter,
-                                   speed_iters=speed_iters, output=os.path.abspath(output))
+                                   speed_iters=speed_iters, output=os.path.abspath(output),
+                                   train=train, test=test, classes=[str(c) for c in self.classes])
+
+    def dataset_label(self):
+        """How stage headers and the report name the data: the builtin set's name, or the
+        custom train and test dataset names."""
+        if self.dataset != CUSTOM:
+            return self.dataset
+        name = lambda entries: ", ".join(parse_custom_entry(e)["name"] for e in entries)  # noqa: E731
+        return f"{name(self.train)} (test: {name(self.test)})"
 
 
 class Pipeline:
@@ -224,6 +260,9 @@ class Pipeline:
         self.dirs = {m: os.path.join(self.out, m) for m in MODELS}
         self.weights = {m: os.path.join(self.dirs[m], "model_final.pth") for m in MODELS}
         self.test_dataset = None  # set by stage_data
+        # --dataset custom: settings derived from the training data (stage_data)
+        self.derived = self.inspection = None
+        self.classes = None  # --dataset custom: the class names (custom_data_opts)
         self.pictures = []  # set by stage_pictures
         self._trained_cfgs = None
         self._prepare_opts()
@@ -242,13 +281,58 @@ class Pipeline:
         if seed is None:
             seed = cfgs["baseline"].SEED if cfgs["baseline"].SEED >= 0 else 0
         common = list(TINY_OPTS) if options.tiny else []
+        common += self.custom_data_opts() + settings_overrides(self.derived or {})
         self.train_opts = {}
         for m in MODELS:
-            schedule = schedule_overrides(cfgs[m], options.max_iter, tkd=m == "tkd") if options.max_iter else []
+            max_iter = options.max_iter
+            schedule_of_data = (self.derived or {}).get("schedule")
+            if max_iter is None and schedule_of_data:
+                batch = load_config(self.configs[m], common + list(options.opts),
+                                    register_datasets=False).SOLVER.IMS_PER_BATCH
+                max_iter = epoch_iterations(schedule_of_data["epochs"], schedule_of_data["images"], batch)
+            schedule = schedule_overrides(cfgs[m], max_iter, tkd=m == "tkd") if max_iter else []
             # No end-of-training evaluation: stage 4 evaluates every model the same way.
             self.train_opts[m] = (common + schedule + ["SEED", str(seed), "DATASETS.TEST", "()"]
                                   + list(options.opts))
         self.eval_opts = common + list(options.opts)
+
+    def custom_classes(self):
+        """Class names of the --dataset custom entries: every COCO file's categories (which
+        must agree), else --classes (required for VOC)."""
+        options = self.options
+        found = {}
+        for entry in map(parse_custom_entry, list(options.train) + list(options.test)):
+            if entry["format"] == "coco":
+                found[entry["annotations"]] = coco_category_names(entry["annotations"])
+        distinct = {tuple(v) for v in found.values()}
+        if len(distinct) > 1:
+            listing = "; ".join(f"{f}: {v}" for f, v in found.items())
+            raise ConfigError(f"the COCO files name different categories ({listing}); train and "
+                              "test need the same classes with the same ids")
+        classes = list(options.classes) or (list(distinct.pop()) if distinct else [])
+        if found and options.classes and tuple(options.classes) not in {tuple(v) for v in found.values()}:
+            raise ConfigError(f"--classes {list(options.classes)} differ from the COCO categories "
+                              f"{next(iter(found.values()))}; leave --classes out for COCO data")
+        if not classes:
+            raise ConfigError("VOC entries need --classes (the <name> values of the XML objects, "
+                              "in category order)")
+        return classes
+
+    def custom_data_opts(self):
+        """The overrides that put the --dataset custom entries in place of the configs'
+        datasets (and their class count); [] for a builtin dataset."""
+        options = self.options
+        if options.dataset != CUSTOM:
+            return []
+        self.classes = self.custom_classes()
+        name = lambda entries: tuple(parse_custom_entry(e)["name"] for e in entries)  # noqa: E731
+        return [
+            "DATASETS.CUSTOM.ENTRIES", repr(list(options.train) + list(options.test)),
+            "DATASETS.CUSTOM.CLASSES", repr(list(self.classes)),
+            "DATASETS.TRAIN", repr(name(options.train)),
+            "DATASETS.TEST", repr(name(options.test)),
+            f"MODEL.{self.family.config_node}.NUM_CLASSES", str(len(self.classes)),
+        ]
 
     def trained_configs(self):
         """model → its config as it trains (file + overrides); raises
@@ -262,6 +346,13 @@ class Pipeline:
     def depth(self, key):
         return self.trained_configs()[key].MODEL.RESNETS.DEPTH
 
+    def backbone(self, key):
+        """Model ``key``'s backbone as users know it: "R-50", "EfficientNet-Lite0"."""
+        model = self.trained_configs()[key].MODEL
+        if "efficientnet" in model.BACKBONE.NAME:
+            return f"EfficientNet-{model.EFFICIENTNET.VARIANT.capitalize()}"
+        return f"R-{model.RESNETS.DEPTH}"
+
     def iterations(self, key):
         return self.trained_configs()[key].SOLVER.MAX_ITER
 
@@ -269,9 +360,9 @@ class Pipeline:
         """How the report and the stage headers name model ``key``."""
         detector = self.family.label
         return {
-            "teacher": f"teacher ({detector} R-{self.depth('teacher')})",
-            "baseline": f"baseline student ({detector} R-{self.depth('baseline')})",
-            "tkd": f"TKD student ({detector} R-{self.depth('tkd')})",
+            "teacher": f"teacher ({detector} {self.backbone('teacher')})",
+            "baseline": f"baseline student ({detector} {self.backbone('baseline')})",
+            "tkd": f"TKD student ({detector} {self.backbone('tkd')})",
         }[key]
 
     def train_net(self, *args):
@@ -280,7 +371,7 @@ class Pipeline:
     # ---------------------------------------------------------------- stage 1
     def stage_data(self):
         name = "data"
-        self.runner.header(name, f"preparing the {self.options.dataset} dataset")
+        self.runner.header(name, f"preparing the {self.options.dataset_label()} dataset")
         start = time.perf_counter()
         try:
             generated = self.runner.in_process(name, self._prepare_data)
@@ -301,16 +392,49 @@ class Pipeline:
         if not self.test_dataset:
             raise StageError(f"{self.configs['teacher']} has no DATASETS.TEST to evaluate on")
         generated = False
+        custom = self.options.dataset == CUSTOM
+        train_dicts = []
         for dataset in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-            folder = MetadataCatalog.get(dataset).get("dirname", None)
+            folder = MetadataCatalog.get(dataset).get("dirname", None) or \
+                MetadataCatalog.get(dataset).get("json_file", None)
             cached = synthetic_dataset_cached(dataset)  # None: not a synthetic set
             start = time.perf_counter()
             dicts = DatasetCatalog.get(dataset)
             what = "read" if cached is None else ("reused cached" if cached else "generated")
+            if custom:  # the user's images: every one decoded now, not mid-training
+                check_images(dicts, dataset)
+                what += ", every image decodes"
+            if dataset in cfg.DATASETS.TRAIN:
+                train_dicts += dicts
             generated |= cached is False
             print(f"  {dataset}: {len(dicts)} images ({what}, {folder}) "
                   f"in {time.perf_counter() - start:.1f} s", flush=True)
+        if custom and self.options.derive:
+            self.derive_from(cfg, train_dicts)
         return generated
+
+    def derive_from(self, cfg, train_dicts):
+        """Input size, anchors and an epoch schedule from the training data (see
+        :func:`tkd_d2.data.derive_settings`); every model's overrides are rebuilt with them."""
+        from ..modeling import family_of
+
+        name = ", ".join(cfg.DATASETS.TRAIN)
+        classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
+        stats, arrays = inspect_dataset(train_dicts, classes, name, check_images=False)
+        sizes = cfg.MODEL.ANCHOR_GENERATOR.SIZES
+        derived = derive_settings(
+            stats, arrays, anchors=family_of(cfg).name == "retinanet",
+            epochs=self.options.epochs or DEFAULT_EPOCHS, ims_per_batch=cfg.SOLVER.IMS_PER_BATCH,
+            iou_threshold=cfg.MODEL.RETINANET.IOU_THRESHOLDS[-1],
+            current_base=float(sizes[0][0]) if len(sizes) == 5 else 16,
+        )
+        if self.options.max_iter:
+            derived["schedule"]["overridden_by"] = f"--max-iter {self.options.max_iter}"
+        self.derived, self.inspection = derived, format_inspection(stats, derived)
+        self._prepare_opts()
+        self._trained_cfgs = None
+        self.trained_configs()
+        print("  " + "\n  ".join(line for line in self.inspection if line), flush=True)
 
     # ---------------------------------------------------------------- stages 2-3
     def stage_train(self, key):
@@ -455,9 +579,9 @@ class Pipeline:
         count = min(self.options.num_images, len(dicts))
         picks = sorted({int(i) for i in np.linspace(0, len(dicts) - 1, count)}) if count else []
         predictors = {m: Predictor(cfgs[m], self.weights[m]) for m in MODELS}
-        titles = {"teacher": f"teacher R-{self.depth('teacher')}",
-                  "baseline": f"baseline R-{self.depth('baseline')}",
-                  "tkd": f"TKD R-{self.depth('tkd')}"}
+        titles = {"teacher": f"teacher {self.backbone('teacher')}",
+                  "baseline": f"baseline {self.backbone('baseline')}",
+                  "tkd": f"TKD {self.backbone('tkd')}"}
         pictures = []
         for n, i in enumerate(picks):
             d = dicts[i]
@@ -614,14 +738,14 @@ class Pipeline:
         options = self.options
         speed = speed_section(
             self.status.get("speed").get("result"), self.label("teacher"),
-            f"student R-{self.depth('tkd')} (baseline and TKD: same network)",
+            f"student {self.backbone('tkd')} (baseline and TKD: same network)",
         )
         commands = [(stage, self.status.get(stage)["command"]) for stage in COMMAND_STAGES
                     if self.status.get(stage).get("command")]
         overrides = self.train_opts["baseline"]
         intro = [
-            f"{self.family.label} on `{options.dataset}`: a R-{self.depth('teacher')} teacher, "
-            f"a R-{self.depth('baseline')} student trained alone (baseline) and the same student "
+            f"{self.family.label} on `{options.dataset_label()}`: a {self.backbone('teacher')} teacher, "
+            f"a {self.backbone('baseline')} student trained alone (baseline) and the same student "
             "trained with Triple Knowledge Distillation (TKD) from the teacher, same schedule "
             f"({self.iterations('tkd')} iterations) and seed; the teacher trained "
             f"{self.iterations('teacher')} iterations.",
@@ -631,9 +755,12 @@ class Pipeline:
             + (f"; overrides: `{' '.join(overrides)}`" if overrides else "")
             + ".",
         ]
+        if self.inspection:  # --dataset custom: what the data hold and the settings they gave
+            intro += ["", "The training data and the settings derived from them (pass "
+                      "--no-derive to train with the configs' own):", ""] + list(self.inspection)
         return {
-            "title": f"TKD report: {self.family.label} R-{self.depth('teacher')} -> "
-                     f"R-{self.depth('tkd')} on {options.dataset}",
+            "title": f"TKD report: {self.family.label} {self.backbone('teacher')} -> "
+                     f"{self.backbone('tkd')} on {options.dataset_label()}",
             "intro": intro,
             "dataset": self.test_dataset,
             "models": [{"key": m, "label": self.label(m), "ap_results": self.ap_results_path(m)}
@@ -668,7 +795,7 @@ class Pipeline:
     def run(self):
         """Every stage in order; returns the path of report.md."""
         options = self.options
-        print(f"TKD pipeline: {options.dataset} / {options.detector} -> {self.out}", flush=True)
+        print(f"TKD pipeline: {options.dataset_label()} / {options.detector} -> {self.out}", flush=True)
         if options.redo:
             print(f"redo: {', '.join(sorted(options.redo))}", flush=True)
         self.stage_data()
