@@ -92,7 +92,6 @@ def run(argv=None):
 def _launch(args):
     if args.exported and not args.eval_only:
         raise TKDError("--exported DIR evaluates an export: use it with --eval-only")
-    logging.getLogger("tkd_d2").info("Command line arguments: %s", args)
     return launch(
         main,
         args.num_gpus,
