@@ -40,11 +40,13 @@ class ExportedModelAdapter(nn.Module):
     def forward(self, batched_inputs):
         outputs = []
         for inputs in batched_inputs:
-            image = inputs["image"]
+            # numpy, not torch ops: a torch op here wakes torch's OpenMP threads, which then
+            # spin beside ONNX Runtime's for the same cores (40 instead of 70 images/s on 2 cores)
+            image = np.asarray(inputs["image"].detach().cpu()).transpose(1, 2, 0)
             if self.input_format == "RGB":
-                image = image.flip(0)
-            # the mapper's float tensor holds uint8 values: the conversion is exact
-            image = image.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+                image = image[:, :, ::-1]
+            # the mapper's tensor holds uint8 values: the conversion is exact
+            image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
             size = (int(inputs.get("height", image.shape[0])), int(inputs.get("width", image.shape[1])))
             outputs.append({"instances": self.predictor.predict(np.ascontiguousarray(image), size)})
         return outputs
