@@ -607,18 +607,24 @@ class Pipeline:
         warmup, iters = self.options.speed_iters
         runner.header(name, f"measuring parameters and CPU speed (batch 1, {warmup} warm-up + {iters} timed iterations)")
         settings = {"warmup": warmup, "iters": iters, "opts": self.eval_opts}
-        reason = runner.forced(name)
+        self._in_process_stage(name, settings, lambda: self.measure_speed(warmup, iters),
+                               reusable=bool, redo="measure again")
+
+    def _in_process_stage(self, name, settings, compute, reusable, redo):
+        """Run ``compute`` in this process as stage ``name`` and record its result, unless a
+        done record with the same ``settings`` and a ``reusable(result)`` one exists (and
+        nothing forces the stage)."""
+        runner = self.runner
         recorded = self.status.get(name)
-        if not reason and recorded.get("status") == "done" and recorded.get("result"):
-            if recorded.get("settings") == settings:
-                print("  done before (reused; --redo speed to measure again)", flush=True)
-                return
+        if not runner.forced(name) and recorded.get("status") == "done" and \
+                recorded.get("settings") == settings and reusable(recorded.get("result") or {}):
+            print(f"  done before (reused; --redo {name} to {redo})", flush=True)
+            return
         self.status.forget(name)
         self.status.update(name, settings=settings)
 
         def run():
-            result = runner.in_process(name, lambda: self.measure_speed(warmup, iters))
-            self.status.update(name, result=result)
+            self.status.update(name, result=runner.in_process(name, compute))
 
         runner.timed(name, run)
 
@@ -652,20 +658,9 @@ class Pipeline:
         warmup, iters = self.options.speed_iters
         runner.header(name, "exporting the TKD student to ONNX; its AP and ONNX Runtime speed")
         settings = {"warmup": warmup, "iters": iters, "opts": self.eval_opts}
-        recorded = self.status.get(name)
-        if not runner.forced(name) and recorded.get("status") == "done" and \
-                recorded.get("settings") == settings and \
-                os.path.isfile((recorded.get("result") or {}).get("model_path", "")):
-            print("  done before (reused; --redo deploy to export again)", flush=True)
-            return
-        self.status.forget(name)
-        self.status.update(name, settings=settings)
-
-        def run():
-            result = runner.in_process(name, lambda: self.export_and_measure(warmup, iters))
-            self.status.update(name, result=result)
-
-        runner.timed(name, run)
+        self._in_process_stage(name, settings, lambda: self.export_and_measure(warmup, iters),
+                               reusable=lambda r: os.path.isfile(r.get("model_path", "")),
+                               redo="export again")
 
     def export_and_measure(self, warmup, iters):
         from ..deploy import ExportedModelAdapter, export_model
