@@ -67,7 +67,9 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
         print(f"[{name}] done already: {ap_file}")
         return
     py = sys.executable
-    log = out / "log.txt"
+    # not log.txt: detectron2's file logger writes that one, and the console's copy of each
+    # line would appear there twice
+    log = out / "console.txt"
     if not (out / "model_final.pth").is_file():
         resume = ["--resume"] if (out / "last_checkpoint").is_file() else []
         t0 = time.time()

@@ -36,7 +36,11 @@ graph) at batch 1: teacher eager, student eager, student ONNX Runtime (graph opt
 ``--ort-threads`` intra-op threads) and student TorchScript, for the EfficientNet-Lite pair
 (Lite2 teacher, Lite0 student, the main job's default) and the ResNet pair (R-50, R-18), at
 each ``--sizes`` (the network's input, square; NEU-DET: 200), the configs' score thresholds,
-random weights, the same random images for every variant, timed interleaved as above:
+random weights, the same random images for every variant. Each round times every variant in a
+block of its own (``--block-warmup`` untimed images, then ``--images`` timed), the block order
+rotated per round; images/s = 1 / median seconds per image. (Alternating runtimes image by
+image understates ONNX Runtime on a small machine: torch's and ONNX Runtime's idle threads
+spin against each other for the same cores.)
 
     python benchmarks/bench_deploy.py --runtimes --sizes 200 640     # → deploy_runtimes.json
 """
@@ -202,7 +206,7 @@ def runtime_main(args):
     import torch
 
     if args.tiny:
-        args.sizes, args.warmup, args.rounds, args.images = [64], 1, 2, 2
+        args.sizes, args.warmup, args.rounds, args.images, args.block_warmup = [64], 1, 2, 2, 1
     detectors = ["retinanet", "fcos"] if args.detector == "both" else [args.detector]
     pairs = list(RUNTIME_PAIRS) if args.pairs == "both" else [args.pairs]
     formats = ["onnx"] + (["torchscript"] if args.torchscript else [])
@@ -211,7 +215,8 @@ def runtime_main(args):
     result = {"machine": machine(), "command": command_line(), "uptime_before": uptime,
               "setting": {"detectors": detectors, "pairs": pairs, "sizes": args.sizes, "batch": 1,
                           "warmup": args.warmup, "rounds": args.rounds,
-                          "images_per_round": args.images, "ort_threads": args.ort_threads,
+                          "images_per_round": args.images, "block_warmup": args.block_warmup,
+                          "timing": "blocks", "ort_threads": args.ort_threads,
                           "ort_optimization": "all", "torch_threads": torch.get_num_threads(),
                           "postprocess": "config score thresholds", "tiny": args.tiny},
               "notes": "random weights; images/s = 1 / median seconds per image, whole detector "
@@ -228,8 +233,15 @@ def runtime_main(args):
                         for _ in range(args.warmup):
                             fn()
                     samples = {v: [] for v in variants}
-                    for _ in range(args.rounds):
-                        for v, (fn, _) in variants.items():
+                    order = list(variants)
+                    for r in range(args.rounds):
+                        # each variant in a block of its own (its first calls untimed), the
+                        # block order rotated per round: alternating runtimes image by image
+                        # makes torch's and ONNX Runtime's idle threads spin against each other
+                        for v in order[r % len(order):] + order[: r % len(order)]:
+                            fn = variants[v][0]
+                            for _ in range(args.block_warmup):
+                                fn()
                             for _ in range(args.images):
                                 t0 = time.perf_counter()
                                 fn()
@@ -284,6 +296,8 @@ def main():
                    help="--runtimes: square input sizes")
     p.add_argument("--ort-threads", type=int, nargs="+", default=[2],
                    help="--runtimes: ONNX Runtime intra-op thread counts (the first: the ratios')")
+    p.add_argument("--block-warmup", type=int, default=3,
+                   help="--runtimes: untimed images at the start of each variant's block")
     p.add_argument("--no-torchscript", dest="torchscript", action="store_false",
                    help="--runtimes: skip the TorchScript export")
     add_results_dir_argument(p)

@@ -25,6 +25,7 @@ __all__ = [
     "fmt_number",
     "load_metrics",
     "measure_cpu_speed",
+    "time_calls",
     "plot_training_curves",
     "speed_section",
     "split_loss_keys",
@@ -140,29 +141,23 @@ def count_parameters(model):
     return int(sum(p.numel() for p in model.parameters()))
 
 
-def measure_cpu_speed(model, inputs, warmup=3, iters=10):
-    """Images per second of ``model`` at batch 1 on ``inputs`` (a list of model input dicts,
-    cycled): ``warmup`` untimed iterations, then ``iters`` timed ones (wall clock of the
-    whole forward, post-processing included). The rate is taken from the median iteration,
-    which other processes competing for the CPU disturb less than the mean; the mean is
-    kept too. Returns a dict with the numbers and the settings."""
+def time_calls(fn, inputs, warmup=3, iters=10):
+    """Median wall clock of ``fn(x)`` over ``inputs`` (cycled): ``warmup`` untimed calls, then
+    ``iters`` timed ones. The rate is taken from the median call, which other processes
+    competing for the CPU disturb less than the mean; the mean is kept too."""
     import statistics
 
-    import torch
-
     if not inputs:
-        raise ValueError("measure_cpu_speed needs at least one input")
+        raise ValueError("timing needs at least one input")
     if iters < 1:
         raise ValueError("iters must be >= 1")
-    model.eval()
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
     times = []
-    with torch.no_grad():
-        for i in range(warmup):
-            model([inputs[i % len(inputs)]])
-        for i in range(iters):
-            start = time.perf_counter()
-            model([inputs[i % len(inputs)]])
-            times.append(time.perf_counter() - start)
+    for i in range(iters):
+        start = time.perf_counter()
+        fn(inputs[i % len(inputs)])
+        times.append(time.perf_counter() - start)
     median = statistics.median(times)
     return {
         "images_per_second": 1.0 / median,
@@ -170,9 +165,21 @@ def measure_cpu_speed(model, inputs, warmup=3, iters=10):
         "mean_ms_per_image": 1000.0 * sum(times) / len(times),
         "warmup": int(warmup),
         "iters": int(iters),
-        "threads": torch.get_num_threads(),
-        "input_sizes": sorted({tuple(x["image"].shape[-2:]) for x in inputs}),
     }
+
+
+def measure_cpu_speed(model, inputs, warmup=3, iters=10):
+    """Images per second of ``model`` at batch 1 on ``inputs`` (a list of model input dicts,
+    cycled), as :func:`time_calls` (wall clock of the whole forward, post-processing
+    included). Returns a dict with the numbers and the settings."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        result = time_calls(lambda x: model([x]), inputs, warmup=warmup, iters=iters)
+    result["threads"] = torch.get_num_threads()
+    result["input_sizes"] = sorted({tuple(x["image"].shape[-2:]) for x in inputs})
+    return result
 
 
 def speed_section(result, teacher_label, student_label):

@@ -34,7 +34,7 @@ from torchvision.ops import roi_align
 
 from .attention import expert_attention
 from .common import check_terms, promote_half
-from .graph import GraphUnitBank, _mixed_seed, draw_graph_unit, graph_reasoning, graph_unit_sizes, output_weight
+from .graph import GraphUnitBank, draw_graph_unit, graph_reasoning, graph_unit_sizes, mixed_seed, output_weight
 from .masks import boxes_with_batch_index
 
 __all__ = ["DualRelationLoss", "DRD_TERMS", "INSTANCE_FORMS", "enhanced_map", "quantised_rois"]
@@ -176,7 +176,7 @@ class DualRelationLoss(nn.Module):
             key = (self.seed, "drd_instance_reference", int(step), level, num_boxes)
         else:
             key = (self.seed, "drd_instance_reference", "fixed", level, num_boxes)
-        generator = torch.Generator().manual_seed(_mixed_seed(*key))
+        generator = torch.Generator().manual_seed(mixed_seed(*key))
         return draw_graph_unit(num_boxes, num_state, num_node, generator, device=device, dtype=dtype)
 
     def _reference_crops(self, feat: Tensor, cell_rois: Tensor) -> Tensor:

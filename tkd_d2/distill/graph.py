@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["GraphUnitParams", "graph_unit_sizes", "draw_graph_unit", "graph_reasoning", "output_weight",
-           "GraphUnitBank"]
+           "GraphUnitBank", "mixed_seed"]
 
 GRAPH_MODES = ("per_step", "fixed")
 BLOCKER_EPS = 1e-4  # the reference's BatchNorm eps
@@ -164,8 +164,8 @@ def graph_reasoning(x: Tensor, params: GraphUnitParams, normalize: bool = True,
     return out.reshape(shape)
 
 
-def _mixed_seed(*parts) -> int:
-    # stable across processes and Python versions (unlike hash())
+def mixed_seed(*parts) -> int:
+    """A 63-bit seed from ``parts``, stable across processes and Python versions (unlike hash())."""
     digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
@@ -197,7 +197,7 @@ class GraphUnitBank(nn.Module):
         self._step_cache_key = None
         self._step_cache = {}
         if mode == "fixed":
-            generator = torch.Generator().manual_seed(_mixed_seed(self.seed, self.stream, "fixed"))
+            generator = torch.Generator().manual_seed(mixed_seed(self.seed, self.stream, "fixed"))
             unit = draw_graph_unit(self.in_channels, self.num_state, self.num_node, generator, self._bounds)
             for name, value in zip(GraphUnitParams._fields, unit):
                 self.register_buffer(name, value.clone(), persistent=False)
@@ -208,7 +208,7 @@ class GraphUnitBank(nn.Module):
 
     def draw(self, step: int, device=None, dtype=None) -> GraphUnitParams:
         """The per-step unit of ``step`` (uncached)."""
-        generator = torch.Generator().manual_seed(_mixed_seed(self.seed, self.stream, int(step)))
+        generator = torch.Generator().manual_seed(mixed_seed(self.seed, self.stream, int(step)))
         return draw_graph_unit(self.in_channels, self.num_state, self.num_node, generator, self._bounds,
                                device=device, dtype=dtype)
 
