@@ -125,8 +125,9 @@ def infer_fn(model, images, score_thresh):
 RUNTIME_PAIRS = {"lite": ("Lite2", "Lite0"), "resnet": ("R_50", "R_18")}
 
 
-def runtime_variants(det, pair, size, tmp, ort_threads, formats):
-    """name → (callable running one image, detections list) for one detector / pair / size."""
+def runtime_variants(det, pair, size, tmp, ort_threads, formats, student_opts=()):
+    """name → (callable running one image, detections list) for one detector / pair / size;
+    ``student_opts``: KEY VALUE overrides of the student's config alone."""
     import numpy as np
     import torch
 
@@ -139,14 +140,16 @@ def runtime_variants(det, pair, size, tmp, ort_threads, formats):
     variants, info = {}, {}
     for role, name in (("teacher", teacher_name), ("student", student_name)):
         config = f"configs/NEU-DET/{det}_{name}_FPN.yaml"
-        cfg = load_cfg(config, opts)
-        model = build(config, opts)
+        role_opts = opts + (list(student_opts) if role == "student" else [])
+        cfg = load_cfg(config, role_opts)
+        model = build(config, role_opts)
         rgb = cfg.INPUT.FORMAT == "RGB"
         inputs = [{"image": torch.as_tensor((im[:, :, ::-1] if rgb else im).astype("float32")
                                             .transpose(2, 0, 1).copy()),
                    "height": size, "width": size} for im in images]
         variants[f"{role} eager"] = infer_fn(model, inputs, model.test_score_thresh)
-        info[role] = {"config": config, "params": sum(p.numel() for p in model.parameters())}
+        info[role] = {"config": config, "opts": role_opts,
+                      "params": sum(p.numel() for p in model.parameters())}
         if role == "student":
             weights = Path(tmp) / f"{det}_{name}.pth"
             torch.save({"model": model.state_dict()}, weights)
@@ -217,7 +220,7 @@ def runtime_main(args):
                           "warmup": args.warmup, "rounds": args.rounds,
                           "images_per_round": args.images, "block_warmup": args.block_warmup,
                           "timing": "blocks", "ort_threads": args.ort_threads,
-                          "ort_optimization": "all", "torch_threads": torch.get_num_threads(),
+                          "ort_optimization": "all", "student_opts": args.student_opts, "torch_threads": torch.get_num_threads(),
                           "postprocess": "config score thresholds", "tiny": args.tiny},
               "notes": "random weights; images/s = 1 / median seconds per image, whole detector "
                        "incl. decoding and NMS, boxes rescaled to the image",
@@ -227,7 +230,8 @@ def runtime_main(args):
             for pair in pairs:
                 for size in args.sizes:
                     key = f"{det}/{pair}/{size}"
-                    variants, info = runtime_variants(det, pair, size, tmp, args.ort_threads, formats)
+                    variants, info = runtime_variants(det, pair, size, tmp, args.ort_threads, formats,
+                                                      args.student_opts)
                     print(f"{key}: exported; timing {list(variants)}", file=sys.stderr, flush=True)
                     for fn, _ in variants.values():
                         for _ in range(args.warmup):
@@ -296,6 +300,9 @@ def main():
                    help="--runtimes: square input sizes")
     p.add_argument("--ort-threads", type=int, nargs="+", default=[2],
                    help="--runtimes: ONNX Runtime intra-op thread counts (the first: the ratios')")
+    p.add_argument("--student-opts", nargs="+", default=[], metavar="KEY VALUE",
+                   help="--runtimes: overrides of the student's config alone (e.g. a lighter "
+                        "head: MODEL.FPN.OUT_CHANNELS 64)")
     p.add_argument("--block-warmup", type=int, default=3,
                    help="--runtimes: untimed images at the start of each variant's block")
     p.add_argument("--no-torchscript", dest="torchscript", action="store_false",

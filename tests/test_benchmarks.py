@@ -121,7 +121,8 @@ def test_bench_deploy_tiny(tmp_path):
 
 
 def test_bench_deploy_runtimes_tiny(tmp_path):
-    proc = run_bench("bench_deploy.py", ["--runtimes", "--detector", "fcos", "--pairs", "lite"],
+    proc = run_bench("bench_deploy.py", ["--runtimes", "--detector", "fcos", "--pairs", "lite",
+                                         "--student-opts", "MODEL.FPN.OUT_CHANNELS", "64"],
                      tmp_path, timeout=600)
     result = load(tmp_path, "deploy_runtimes_tiny")
     run = result["runs"]["fcos/lite/64"]
@@ -129,6 +130,9 @@ def test_bench_deploy_runtimes_tiny(tmp_path):
         all_positive(run["speed"][variant], ["ms_per_image", "images_per_s", "timed_images"], variant)
     all_positive(run, ["ort_vs_student_eager", "ort_vs_teacher_eager"], "fcos/lite/64")
     assert run["models"]["student"]["onnxruntime_file_mb"] > 0
+    # --student-opts reach the student's config alone
+    assert run["models"]["student"]["opts"][-2:] == ["MODEL.FPN.OUT_CHANNELS", "64"]
+    assert "MODEL.FPN.OUT_CHANNELS" not in run["models"]["teacher"]["opts"]
     assert "load average" in result["uptime_before"] and "ORT / teacher eager" in proc.stdout
 
 
