@@ -139,6 +139,8 @@ def test_custom_options_become_dataset_overrides(coco_set, tmp_path):
     assert pairs["MODEL.RETINANET.NUM_CLASSES"] == str(len(SYNTHETIC_CLASSES))
     assert pipeline.classes == list(SYNTHETIC_CLASSES)
     assert pipeline.options.dataset_label() == "my_train (test: my_test)"
+    # stage 1 decodes the user's images once; the runs it starts do not decode them again
+    assert all(cfg.DATASETS.CHECK_IMAGES is False for cfg in pipeline.trained_configs().values())
 
 
 def test_voc_entries_take_their_classes_from_the_command_line(tmp_path):

@@ -320,7 +320,8 @@ class Pipeline:
 
     def custom_data_opts(self):
         """The overrides that put the --dataset custom entries in place of the configs'
-        datasets (and their class count); [] for a builtin dataset."""
+        datasets (and their class count, and no second image check: stage 1 makes it); []
+        for a builtin dataset."""
         options = self.options
         if options.dataset != CUSTOM:
             return []
@@ -332,6 +333,8 @@ class Pipeline:
             "DATASETS.TRAIN", repr(name(options.train)),
             "DATASETS.TEST", repr(name(options.test)),
             f"MODEL.{self.family.config_node}.NUM_CLASSES", str(len(self.classes)),
+            # stage 1 decodes every image once; the trainings and evaluations need not again
+            "DATASETS.CHECK_IMAGES", "False",
         ]
 
     def trained_configs(self):
