@@ -721,8 +721,10 @@ class Pipeline:
         ]
         note = (f"Export: `{self.runner.shown_path(deploy['model_path'])}` (whole detector with "
                 "NMS; `tkd_d2.deploy.OnnxPredictor`). Size: float32 parameters (eager), the "
-                ".onnx file (ONNX Runtime). images/s as in the speed table, on the same inputs; "
-                "AP of the export through the same loader and evaluator.")
+                ".onnx file (ONNX Runtime). images/s as in the speed table, on the same resized "
+                "images (ONNX Runtime: `OnnxPredictor.predict`, timed after the eager models, "
+                "not interleaved with them); AP of the export through the same loader and "
+                "evaluator.")
         return {"rows": rows, "note": note}
 
     # ---------------------------------------------------------------- report
