@@ -87,6 +87,37 @@ def test_crd_leaves_out_the_anchors_the_assigner_ignores(tmp_path, monkeypatch):
     assert valid[labels >= 0].all()
 
 
+def test_crd_includes_the_ignored_anchors_when_asked(tmp_path, monkeypatch):
+    model = _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.IGNORED_ANCHORS", "include"])
+    batch = _batch()
+    _, labels, _ = _assignment(model, batch)
+    assert (labels == -1).any(), "the batch must have ignored anchors"
+    cls_calls, box_calls = _spy(monkeypatch, "crd_cls_loss"), _spy(monkeypatch, "crd_box_loss")
+    label_calls = _spy_method(monkeypatch, model.student, "label_anchors")
+    with EventStorage():
+        model(batch)
+    # no label weight: every anchor, ignored ones included, is distilled
+    assert cls_calls[0][1]["weight"] is None and box_calls[0][1]["valid_mask"] is None
+    # the student's own loss assigns once; CRD with the running normaliser needs no second one
+    assert len(label_calls) == 1
+
+
+def _spy_method(monkeypatch, obj, name):
+    calls, real = [], getattr(obj, name)
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(obj, name, spy)
+    return calls
+
+
+def test_unknown_ignored_anchors_choice_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="MODEL.TKD.CRD.IGNORED_ANCHORS='drop'"):
+        _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.IGNORED_ANCHORS", "drop"])
+
+
 # ------------------------------------------------------------------ normalisers
 def test_running_normaliser_is_the_students_own(tmp_path, monkeypatch):
     model = _crd_model(tmp_path, "retinanet")

@@ -163,9 +163,12 @@ def add_tkd_config(cfg):
     # What the CRD sums are divided by: "running" (the student detector's own running average
     # of positive anchors per batch, as its detection losses) or "reference" (this batch's
     # positive anchors for RetinaNet, the sum of the positives' centerness targets for FCOS,
-    # as the reference). Anchors RetinaNet's assigner ignores (IoU between the thresholds)
-    # never count in CRD, either way.
+    # as the reference).
     _C.MODEL.TKD.CRD.NORMALIZER = "running"
+    # RetinaNet's anchors that the assigner ignores (IoU between the two thresholds, label
+    # -1): "exclude" them from CRD, as the reference's label weights do, or "include" them
+    # (the teacher's view of the ambiguous anchors is distilled too). FCOS ignores none.
+    _C.MODEL.TKD.CRD.IGNORED_ANCHORS = "exclude"
 
     # Multiplies every DED and DRD weight (1.0 reproduces the reference's training).
     _C.MODEL.TKD.FEATURE_WEIGHT = 1.0
@@ -326,6 +329,7 @@ _REFERENCE_COMMON = {
     "MODEL.TKD.CRD.BETA": 1.0,
     "MODEL.TKD.CRD.CENTERNESS_WEIGHT": 0.0,
     "MODEL.TKD.CRD.NORMALIZER": "reference",
+    "MODEL.TKD.CRD.IGNORED_ANCHORS": "exclude",
 }
 _REFERENCE_CRD = {
     # the reference's RetinaNet: CIoU for R-101 -> R-50, GIoU for R-50 -> R-18 (see preset_values)

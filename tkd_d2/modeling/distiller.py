@@ -29,7 +29,7 @@ from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
 from .teacher import build_teacher
 
-__all__ = ["TKDDistiller", "KDLossError", "CRD_NORMALIZERS"]
+__all__ = ["TKDDistiller", "KDLossError", "CRD_NORMALIZERS", "CRD_IGNORED_ANCHORS"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ STUDENT_PREFIX = "student."
 # "running": the student detector's own running average of positives (detectron2's);
 # "reference": the batch's own count (the family's reference_crd_normalizer)
 CRD_NORMALIZERS = ("running", "reference")
+# MODEL.TKD.CRD.IGNORED_ANCHORS: what CRD does with anchors the assigner ignores (label -1)
+CRD_IGNORED_ANCHORS = ("exclude", "include")
 
 
 @META_ARCH_REGISTRY.register()
@@ -55,6 +57,7 @@ class TKDDistiller(nn.Module):
         crd_beta: float = 1.0,
         crd_box_loss_type: str = "giou",
         crd_normalizer: str = "running",
+        crd_ignored_anchors: str = "exclude",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         calibrate_fraction: float = 0.0,
@@ -70,6 +73,7 @@ class TKDDistiller(nn.Module):
             warmup_iters: KD weights ramp linearly from 0 over this many iterations.
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
+            crd_ignored_anchors: one of ``CRD_IGNORED_ANCHORS`` (MODEL.TKD.CRD.IGNORED_ANCHORS).
             calibrate_fraction: > 0: over the first ``calibrate_iters`` KD iterations, scale
                 the feature terms' (DED + DRD) weights so that their sum (at full weight) is
                 this fraction of the detection loss; then the scale is fixed (and saved).
@@ -92,6 +96,11 @@ class TKDDistiller(nn.Module):
             raise ConfigError(f"MODEL.TKD.CRD.NORMALIZER={crd_normalizer!r} is not one of {CRD_NORMALIZERS}")
         self.crd_box_loss_type = crd_box_loss_type
         self.crd_normalizer = crd_normalizer
+        if crd_ignored_anchors not in CRD_IGNORED_ANCHORS:
+            raise ConfigError(f"MODEL.TKD.CRD.IGNORED_ANCHORS={crd_ignored_anchors!r} is not one of "
+                              f"{CRD_IGNORED_ANCHORS}")
+        # only where the assigner ignores some anchors (RetinaNet), and asked to
+        self.crd_exclude_ignored = crd_ignored_anchors == "exclude"
         self.family = _family_of_module(student)
         self.distill_ded = ded
         self.distill_drd = drd
@@ -192,6 +201,7 @@ class TKDDistiller(nn.Module):
             "crd_beta": tkd.CRD.BETA,
             "crd_box_loss_type": tkd.CRD.BOX_LOSS,
             "crd_normalizer": tkd.CRD.NORMALIZER,
+            "crd_ignored_anchors": tkd.CRD.IGNORED_ANCHORS,
             "ded": ded,
             "drd": drd,
             "calibrate_fraction": tkd.CALIBRATE_FRACTION,
@@ -325,10 +335,11 @@ class TKDDistiller(nn.Module):
         anchors = student.anchor_generator(s_feats)  # per level Boxes; teacher's are the same
         # The assignment again (one IoU matrix / point test per image): the student's own
         # losses keep theirs inside detectron2's forward_training.
-        need_labels = self.family.assigner_ignores or self.crd_normalizer == "reference"
+        exclude_ignored = self.family.assigner_ignores and self.crd_exclude_ignored
+        need_labels = exclude_ignored or self.crd_normalizer == "reference"
         labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
-        label_weight = (torch.stack(labels) >= 0).to(t_logits.dtype) if self.family.assigner_ignores else None
+        label_weight = (torch.stack(labels) >= 0).to(t_logits.dtype) if exclude_ignored else None
         normalizer = self._crd_normalizer(anchors, labels, matched_boxes)
         if "loss_crd_cls" in w:
             r_logits = flatten_levels(reused[0], num_classes)
