@@ -1,5 +1,5 @@
-"""The official TKD code's choices and the traps around them: RetinaNet CRD leaves the anchors
-its assigner ignores out, the reference CRD normalisers, a teacher with other anchors is a
+"""The official TKD code's choices and the traps around them: RetinaNet CRD can leave the
+anchors its assigner ignores out (the reference; the default keeps them), the reference CRD normalisers, a teacher with other anchors is a
 build-time error, and MODEL.TKD.PRESET "reference" sets the reference's values (user keys win)."""
 import pytest
 import torch
@@ -51,7 +51,7 @@ def _crd_model(tmp_path, family, opts=()):
 
 # ------------------------------------------------------------------ ignored anchors
 def test_crd_leaves_out_the_anchors_the_assigner_ignores(tmp_path, monkeypatch):
-    model = _crd_model(tmp_path, "retinanet")
+    model = _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.IGNORED_ANCHORS", "exclude"])
     batch = _batch()
     _, labels, _ = _assignment(model, batch)
     ignored = (labels == -1).nonzero()
@@ -87,8 +87,8 @@ def test_crd_leaves_out_the_anchors_the_assigner_ignores(tmp_path, monkeypatch):
     assert valid[labels >= 0].all()
 
 
-def test_crd_includes_the_ignored_anchors_when_asked(tmp_path, monkeypatch):
-    model = _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.IGNORED_ANCHORS", "include"])
+def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
+    model = _crd_model(tmp_path, "retinanet")
     batch = _batch()
     _, labels, _ = _assignment(model, batch)
     assert (labels == -1).any(), "the batch must have ignored anchors"
@@ -246,6 +246,7 @@ def test_reference_preset_sets_the_reference_values(name, box_loss, cls_weight, 
             tkd.DRD.PIXEL_WEIGHT] == [5e-4] * 5
     assert (tkd.CRD.BOX_LOSS, tkd.CRD.CLS_WEIGHT, tkd.CRD.BOX_WEIGHT) == (box_loss, cls_weight, box_weight)
     assert tkd.CRD.NORMALIZER == "reference" and tkd.DRD.INSTANCE_FORM == "reference"
+    assert tuned.MODEL.TKD.CRD.IGNORED_ANCHORS == "include" and tkd.CRD.IGNORED_ANCHORS == "exclude"
 
 
 def test_tuned_preset_is_todays_config():

@@ -57,7 +57,7 @@ class TKDDistiller(nn.Module):
         crd_beta: float = 1.0,
         crd_box_loss_type: str = "giou",
         crd_normalizer: str = "running",
-        crd_ignored_anchors: str = "exclude",
+        crd_ignored_anchors: str = "include",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         calibrate_fraction: float = 0.0,
