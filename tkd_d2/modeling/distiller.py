@@ -99,9 +99,9 @@ class TKDDistiller(nn.Module):
         if crd_ignored_anchors not in CRD_IGNORED_ANCHORS:
             raise ConfigError(f"MODEL.TKD.CRD.IGNORED_ANCHORS={crd_ignored_anchors!r} is not one of "
                               f"{CRD_IGNORED_ANCHORS}")
-        # only where the assigner ignores some anchors (RetinaNet), and asked to
-        self.crd_exclude_ignored = crd_ignored_anchors == "exclude"
         self.family = _family_of_module(student)
+        # only where the assigner ignores some anchors (RetinaNet), and asked to
+        self.crd_exclude_ignored = crd_ignored_anchors == "exclude" and self.family.assigner_ignores
         self.distill_ded = ded
         self.distill_drd = drd
         self._iter = 0
@@ -335,7 +335,7 @@ class TKDDistiller(nn.Module):
         anchors = student.anchor_generator(s_feats)  # per level Boxes; teacher's are the same
         # The assignment again (one IoU matrix / point test per image): the student's own
         # losses keep theirs inside detectron2's forward_training.
-        exclude_ignored = self.family.assigner_ignores and self.crd_exclude_ignored
+        exclude_ignored = self.crd_exclude_ignored
         need_labels = exclude_ignored or self.crd_normalizer == "reference"
         labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights

@@ -667,6 +667,7 @@ class Pipeline:
 
     def export_and_measure(self, warmup, iters):
         from ..deploy import ExportedModelAdapter, export_model
+        from ..deploy.evaluation import loader_image
         from ..engine import Trainer
 
         export_dir = os.path.join(self.out, "deploy", "onnx")
@@ -681,13 +682,8 @@ class Pipeline:
         # the same resized images as numpy BGR, converted before timing: the timed call is what
         # a deployment runs (OnnxPredictor: graph, rescaling to the original size), and no torch
         # op runs in the loop, whose idle OpenMP threads would spin beside ONNX Runtime's
-        inputs = []
-        for d in dicts:
-            x = preprocess(read_image(d["file_name"], format="BGR"))
-            image = x["image"].numpy().transpose(1, 2, 0)
-            image = image[:, :, ::-1] if cfg.INPUT.FORMAT == "RGB" else image
-            inputs.append((np.ascontiguousarray(image.round().clip(0, 255).astype(np.uint8)),
-                           (x["height"], x["width"])))
+        inputs = [loader_image(preprocess(read_image(d["file_name"], format="BGR")), cfg.INPUT.FORMAT)
+                  for d in dicts]
         predictor = adapter.predictor
         speed = time_calls(lambda x: predictor.predict(*x), inputs, warmup=warmup, iters=iters)
         speed["threads"] = "onnxruntime default"
