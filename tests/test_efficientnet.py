@@ -170,6 +170,9 @@ def test_lite2_teacher_distils_into_lite0_student(tmp_path):
         "MODEL.TKD.TEACHER.WEIGHTS", str(tmp_path / "teacher.pth"), "MODEL.TKD.WARMUP_ITERS", 0,
     ], device="cpu", register_datasets=False)
     model = build_model(cfg)
+    # the shipped pair is heterogeneous: a 64-wide student head under a 128-wide teacher's
+    assert {s.channels for s in model.student.backbone.output_shape().values()} == {64}
+    assert {s.channels for s in model.teacher.backbone.output_shape().values()} == {128}
     model.train()
     with EventStorage():
         losses = model(_batch())
@@ -178,3 +181,15 @@ def test_lite2_teacher_distils_into_lite0_student(tmp_path):
     student = model.student.backbone.bottom_up
     assert student._blocks[-1]._project_conv.weight.grad.abs().sum() > 0
     assert student._conv_stem.weight.grad is None  # frozen
+
+
+@pytest.mark.parametrize("folder", ["NEU-DET", "Synthetic"])
+@pytest.mark.parametrize("det", ["retinanet", "fcos"])
+def test_shipped_lite_student_is_narrower_than_its_teacher(folder, det):
+    """The Lite2 teacher configs inherit from the student's; the student's light head must
+    not leak into the teacher (and the teacher's width must not leak into the student)."""
+    student = load_config(f"configs/{folder}/{det}_Lite0_FPN.yaml", [], register_datasets=False)
+    teacher = load_config(f"configs/{folder}/{det}_Lite2_FPN.yaml", [], register_datasets=False)
+    tkd = load_config(f"configs/{folder}/tkd_{det}_Lite2_to_Lite0.yaml", [], register_datasets=False)
+    assert (student.MODEL.FPN.OUT_CHANNELS, tkd.MODEL.FPN.OUT_CHANNELS, teacher.MODEL.FPN.OUT_CHANNELS) == (64, 64, 128)
+    assert teacher.MODEL.EFFICIENTNET.VARIANT == "lite2" and student.MODEL.EFFICIENTNET.VARIANT == "lite0"
