@@ -13,7 +13,7 @@ import tkd_d2  # noqa: F401  (detectron2 compatibility, before detectron2 is imp
 from tkd_d2.config import load_config, student_cfg
 from tkd_d2.deploy import (DeployError, ExportedModelAdapter, OnnxPredictor,
                            TorchScriptPredictor, export_model, read_deploy_info)
-from tkd_d2.engine import Predictor
+from tkd_d2.engine import Predictor, resize_for_inference
 from tkd_d2.errors import CheckpointError, ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,6 +103,21 @@ def test_onnx_predictor_gives_the_eager_predictors_detections(exported):
         assert len(expected) >= 5  # real detections are compared
         assert got.image_size == image.shape[:2]
         assert_same_detections(got, expected, image.shape[:2])
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_resize_for_inference_gives_the_eager_predictors_pixels(exported):
+    """What the pipeline times the export on (resize_for_inference, no model built) is exactly the
+    eager predictor's input, as the export's BGR uint8."""
+    from tkd_d2.deploy.evaluation import loader_image
+
+    cfg, weights, _ = exported
+    eager = Predictor(cfg, weights)
+    for image in test_images(cfg):
+        resized = resize_for_inference(cfg).get_transform(image).apply_image(image)
+        expected, size = loader_image(eager.preprocess(image), cfg.INPUT.FORMAT)
+        assert size == image.shape[:2]
+        assert resized.dtype == np.uint8 and np.array_equal(resized, expected)
 
 
 @pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)

@@ -8,7 +8,14 @@ from detectron2.modeling import build_model
 from ..checkpoint import load_weights
 from ..config import student_cfg
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "resize_for_inference"]
+
+
+def resize_for_inference(cfg):
+    """The test-time resize of ``cfg`` (``DefaultPredictor``'s: shortest edge to
+    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``). Needs no model: callers
+    that only prepare images (the pipeline's ONNX timing) use it without building one."""
+    return T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
 
 
 class Predictor(DefaultPredictor):
@@ -30,9 +37,7 @@ class Predictor(DefaultPredictor):
             self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
         weights = self.cfg.MODEL.WEIGHTS if weights is None else weights
         self.checkpoint_classes = load_weights(self.model, weights).get("thing_classes")
-        self.aug = T.ResizeShortestEdge(
-            [self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MIN_SIZE_TEST], self.cfg.INPUT.MAX_SIZE_TEST
-        )
+        self.aug = resize_for_inference(self.cfg)
         self.input_format = self.cfg.INPUT.FORMAT
 
     def preprocess(self, original_image):

@@ -23,7 +23,7 @@ from ..data import (check_images, coco_category_names, default_root, derive_sett
                     format_inspection, inspect_dataset, parse_custom_entry, settings_overrides,
                     synthetic_dataset_cached)
 from ..data.inspection import DEFAULT_EPOCHS
-from ..engine import Predictor
+from ..engine import Predictor, resize_for_inference
 from ..errors import ConfigError
 from ..evaluation import RESULTS_FILE
 from ..fileio import atomic_write_json
@@ -667,7 +667,6 @@ class Pipeline:
 
     def export_and_measure(self, warmup, iters):
         from ..deploy import ExportedModelAdapter, export_model
-        from ..deploy.evaluation import loader_image
         from ..engine import Trainer
 
         export_dir = os.path.join(self.out, "deploy", "onnx")
@@ -678,12 +677,15 @@ class Pipeline:
         adapter = ExportedModelAdapter.from_config(export_dir, cfg)
         Trainer.test(cfg, adapter)  # writes eval_deploy/inference/<test set>/ap_results.json
         dicts = DatasetCatalog.get(self.test_dataset)[: max(1, min(iters, 8))]
-        preprocess = Predictor(cfg, self.weights["tkd"]).preprocess  # the eager timing's inputs
-        # the same resized images as numpy BGR, converted before timing: the timed call is what
-        # a deployment runs (OnnxPredictor: graph, rescaling to the original size), and no torch
-        # op runs in the loop, whose idle OpenMP threads would spin beside ONNX Runtime's
-        inputs = [loader_image(preprocess(read_image(d["file_name"], format="BGR")), cfg.INPUT.FORMAT)
-                  for d in dicts]
+        # the eager timing's resized images, as the numpy BGR uint8 a deployment passes,
+        # prepared before timing: the timed call is what a deployment runs (OnnxPredictor:
+        # graph, rescaling to the original size), and no torch op runs in the loop, whose idle
+        # OpenMP threads would spin beside ONNX Runtime's
+        resize = resize_for_inference(cfg)
+        inputs = []
+        for d in dicts:
+            image = read_image(d["file_name"], format="BGR")
+            inputs.append((np.ascontiguousarray(resize.get_transform(image).apply_image(image)), image.shape[:2]))
         predictor = adapter.predictor
         speed = time_calls(lambda x: predictor.predict(*x), inputs, warmup=warmup, iters=iters)
         speed["threads"] = "onnxruntime default"
