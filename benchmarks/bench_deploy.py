@@ -301,8 +301,8 @@ def main():
     p.add_argument("--ort-threads", type=int, nargs="+", default=[2],
                    help="--runtimes: ONNX Runtime intra-op thread counts (the first: the ratios')")
     p.add_argument("--student-opts", nargs="+", default=[], metavar="KEY VALUE",
-                   help="--runtimes: overrides of the student's config alone (e.g. a lighter "
-                        "head: MODEL.FPN.OUT_CHANNELS 64)")
+                   help="--runtimes: overrides of the student's config alone (the Lite0 configs' "
+                        "head is 64 wide; MODEL.FPN.OUT_CHANNELS 128 gives the teacher's width)")
     p.add_argument("--block-warmup", type=int, default=3,
                    help="--runtimes: untimed images at the start of each variant's block")
     p.add_argument("--no-torchscript", dest="torchscript", action="store_false",
