@@ -243,7 +243,7 @@ def test_inspection_counts_boxes_and_flags_the_odd_ones():
 
     dicts = _dicts([[(0, 0, 40, 40), (10, 10, 15, 60)], [(0, 0, 600, 620), (5, 5, 6, 30)], []],
                    classes=[[0, 1], [1, 1], []])
-    stats, (boxes, sizes) = inspect_dataset(dicts, ["dent", "scratch"], "x", check_images=False)
+    stats, (boxes, sizes, classes) = inspect_dataset(dicts, ["dent", "scratch"], "x", check_images=False)
     assert stats["images"] == 3 and stats["images_without_boxes"] == 1 and stats["boxes"] == 4
     assert stats["boxes_per_class"] == {"dent": 1, "scratch": 3}
     assert stats["image_sizes"] == [{"width": 640, "height": 640, "images": 3}]
@@ -251,7 +251,7 @@ def test_inspection_counts_boxes_and_flags_the_odd_ones():
     assert stats["degenerate_boxes"] == 1  # 1 px wide
     assert stats["huge_boxes"] == 1  # 600x620 of 640x640
     assert stats["box_width_px"]["q00"] == 1 and stats["box_width_px"]["q100"] == 600
-    assert boxes.shape == (4, 4) and sizes.shape == (4, 2)
+    assert boxes.shape == (4, 4) and sizes.shape == (4, 2) and classes.tolist() == [0, 1, 1, 1]
 
 
 def test_derived_input_size_keeps_the_smallest_boxes_at_about_20_pixels():
@@ -284,6 +284,26 @@ def test_anchor_search_covers_boxes_the_default_anchors_miss():
     anchors = derive_settings(stats, arrays, min_box_px=11)["anchors"]  # input size kept at 128
     assert anchors["current_recall"] == 0.0 and anchors["recall"] == 1.0, anchors
     assert anchors["sizes"][0][0] != 16
+
+
+def test_anchor_search_widens_the_ratios_for_a_class_of_long_thin_boxes():
+    from tkd_d2.data import derive_settings, inspect_dataset, settings_overrides
+    from tkd_d2.data.inspection import ANCHOR_RATIOS
+
+    # squares (class 0) are covered by the default ratios; 1:12 scratches (class 1) are not,
+    # nor by ratios up to 1:4, though the overall recall (8 of 10 boxes) looks fine
+    boxes = [[(0, 0, 40, 40)] * 4 + [(0, 0, 12, 144)]] * 2
+    dicts = _dicts(boxes, size=(256, 256), classes=[[0, 0, 0, 0, 1]] * 2)
+    stats, arrays = inspect_dataset(dicts, ["dent", "scratch"], check_images=False)
+    anchors = derive_settings(stats, arrays, min_box_px=40)["anchors"]
+    assert anchors["current_recall"] == 0.8
+    assert anchors["default_ratios_worst_class"] == "scratch" and anchors["default_ratios_worst_class_recall"] == 0.0
+    assert 8.0 in anchors["aspect_ratios"] and anchors["worst_class_recall"] == 1.0 and anchors["recall"] == 1.0
+    opts = settings_overrides({"anchors": anchors})
+    assert opts[opts.index("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS") + 1] == repr([anchors["aspect_ratios"]])
+    # squares only: detectron2's three ratios stay
+    stats, arrays = inspect_dataset(_dicts([[(0, 0, 40, 40)]] * 4, size=(128, 128)), check_images=False)
+    assert tuple(derive_settings(stats, arrays, min_box_px=40)["anchors"]["aspect_ratios"]) == ANCHOR_RATIOS
 
 
 def test_inspect_dataset_tool_reports_and_names_an_unreadable_image(coco_set, tmp_path):

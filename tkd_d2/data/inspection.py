@@ -9,6 +9,7 @@ threshold) and an epoch schedule. Plain numbers in, plain dicts out: no config h
 (:func:`settings_overrides` writes them as ``KEY VALUE`` pairs).
 """
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from .registry import LOAD_REPORTS
 
 __all__ = [
     "ANCHOR_LEVELS",
+    "ANCHOR_RATIO_SETS",
+    "BoxArrays",
     "DEFAULT_EPOCHS",
     "anchor_recall",
     "anchor_sizes",
@@ -32,6 +35,11 @@ HUGE_BOX_FRACTION = 0.8  # sqrt(box area / image area) above this is huge
 ANCHOR_LEVELS = ("p3", "p4", "p5", "p6", "p7")  # strides 8 .. 128
 ANCHOR_SCALES = (1.0, 2 ** (1 / 3), 2 ** (2 / 3))  # per level, as in RetinaNet
 ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # height / width
+# the aspect-ratio sets the anchor search tries, fewest first: detectron2's default, then
+# wider ones for long thin defects (NEU-DET scratches are about 1:9)
+ANCHOR_RATIO_SETS = (ANCHOR_RATIOS, (0.25, 0.5, 1.0, 2.0, 4.0), (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
+# a wider ratio set is taken only when it lifts the worst class's recall by this much
+RATIO_GAIN = 0.05
 # The smallest boxes (5th percentile of sqrt(area)) should span at least this many input
 # pixels: two cells of P3 (stride 8) and near the smallest RetinaNet anchor.
 MIN_BOX_INPUT_PX = 20
@@ -45,6 +53,13 @@ def _quantiles(values):
     if values.size == 0:
         return {}
     return {f"q{int(q * 100):02d}": float(np.quantile(values, q)) for q in QUANTILES}
+
+
+class BoxArrays(NamedTuple):
+    """Every box of a dataset: (N, 4) XYXY pixels, its image's (width, height), its class id."""
+    boxes: np.ndarray
+    image_sizes: np.ndarray
+    classes: np.ndarray
 
 
 def _box_arrays(dataset_dicts):
@@ -105,7 +120,7 @@ def inspect_dataset(dataset_dicts, class_names=None, dataset_name="", check_imag
     if check_images:
         bad = find_unreadable_images(dicts, workers)
         stats["unreadable_images"] = [{"file_name": f, "reason": why} for f, why in bad]
-    return stats, (boxes, box_image_sizes)
+    return stats, BoxArrays(boxes, box_image_sizes, classes)
 
 
 def anchor_sizes(base):
@@ -113,21 +128,46 @@ def anchor_sizes(base):
     return [[round(base * 2 ** level * s, 2) for s in ANCHOR_SCALES] for level in range(len(ANCHOR_LEVELS))]
 
 
-def anchor_recall(box_wh, sizes, ratios=ANCHOR_RATIOS, iou_threshold=DEFAULT_IOU_THRESHOLD):
-    """(recall, mean best IoU) of boxes (N, 2 widths and heights, input pixels) against the
-    anchors of ``sizes`` x ``ratios``, each box compared centred with every anchor shape
-    (the matcher sees shifted anchors too: an upper bound, as YOLOv5's autoanchor reports)."""
+def best_anchor_iou(box_wh, sizes, ratios=ANCHOR_RATIOS):
+    """Each box's (N, 2 widths and heights, input pixels) best IoU with the anchors of
+    ``sizes`` x ``ratios``, each box compared centred with every anchor shape (the matcher
+    sees shifted anchors too: an upper bound, as YOLOv5's autoanchor reports)."""
     box_wh = np.asarray(box_wh, np.float64).reshape(-1, 2)
-    if not len(box_wh):
-        return float("nan"), float("nan")
     areas = np.array([s * s for level in sizes for s in level], np.float64)
     ratios = np.asarray(ratios, np.float64)
     anchor_w = np.sqrt(areas[:, None] / ratios[None, :]).ravel()
     anchor_h = (anchor_w.reshape(len(areas), -1) * ratios[None, :]).ravel()
     inter = (np.minimum(box_wh[:, :1], anchor_w[None]) * np.minimum(box_wh[:, 1:], anchor_h[None]))
     union = box_wh.prod(1, keepdims=True) + (anchor_w * anchor_h)[None] - inter
-    best = (inter / np.maximum(union, 1e-9)).max(1)
+    return (inter / np.maximum(union, 1e-9)).max(1)
+
+
+def anchor_recall(box_wh, sizes, ratios=ANCHOR_RATIOS, iou_threshold=DEFAULT_IOU_THRESHOLD):
+    """(recall, mean best IoU) of boxes (N, 2 widths and heights, input pixels) against the
+    anchors of ``sizes`` x ``ratios`` (:func:`best_anchor_iou`)."""
+    box_wh = np.asarray(box_wh, np.float64).reshape(-1, 2)
+    if not len(box_wh):
+        return float("nan"), float("nan")
+    best = best_anchor_iou(box_wh, sizes, ratios)
     return float((best >= iou_threshold).mean()), float(best.mean())
+
+
+def class_recalls(box_wh, classes, sizes, ratios=ANCHOR_RATIOS, iou_threshold=DEFAULT_IOU_THRESHOLD):
+    """{class id: recall} of each class's boxes against the anchors (:func:`anchor_recall`)."""
+    covered = best_anchor_iou(box_wh, sizes, ratios) >= iou_threshold
+    classes = np.asarray(classes)
+    return {int(c): float(covered[classes == c].mean()) for c in np.unique(classes)}
+
+
+def choose_ratios(box_wh, classes, sizes, iou_threshold=DEFAULT_IOU_THRESHOLD,
+                  ratio_sets=ANCHOR_RATIO_SETS, gain=RATIO_GAIN):
+    """The anchor aspect ratios for boxes of ``classes``: the fewest of ``ratio_sets`` whose
+    worst-covered class is within ``gain`` of the best any set reaches. An overall recall
+    hides a class of long thin boxes the default ratios miss: on NEU-DET 86 % of the boxes
+    are covered, but 16 % of the scratches. Returns (ratios, {class id: recall})."""
+    per_set = [(ratios, class_recalls(box_wh, classes, sizes, ratios, iou_threshold)) for ratios in ratio_sets]
+    best_worst = max(min(recalls.values()) for _, recalls in per_set)
+    return next((r, recalls) for r, recalls in per_set if min(recalls.values()) >= best_worst - gain)
 
 
 def _round_up(value, multiple=32):
@@ -149,7 +189,8 @@ def derive_settings(stats, boxes_and_sizes, *, anchors=True, epochs=DEFAULT_EPOC
       least one point of recall.
     * schedule: ``epochs`` passes over the images, ``ims_per_batch`` per iteration.
     """
-    boxes, image_sizes = boxes_and_sizes
+    boxes, image_sizes = boxes_and_sizes[:2]
+    classes = boxes_and_sizes[2] if len(boxes_and_sizes) > 2 else np.zeros(len(boxes), np.int64)
     short = stats["short_side"].get("q50", 0.0)
     small = stats["box_side_px"].get("q05", 0.0)
     if not short:
@@ -176,10 +217,22 @@ def derive_settings(stats, boxes_and_sizes, *, anchors=True, epochs=DEFAULT_EPOC
         default_recall, default_iou = anchor_recall(wh, anchor_sizes(current_base), iou_threshold=iou_threshold)
         if recall < default_recall + 0.01:
             (recall, mean_iou), base = (default_recall, default_iou), current_base
+        sizes = anchor_sizes(base)
+        default_per_class = class_recalls(wh, classes, sizes, ANCHOR_RATIOS, iou_threshold)
+        ratios, per_class = choose_ratios(wh, classes, sizes, iou_threshold)
+        if ratios != ANCHOR_RATIOS:
+            recall, mean_iou = anchor_recall(wh, sizes, ratios, iou_threshold)
+        names = list(stats.get("boxes_per_class", {}))
+        worst = min(per_class, key=per_class.get)
+        default_worst = min(default_per_class, key=default_per_class.get)
         settings["anchors"] = {
-            "base": base, "sizes": anchor_sizes(base), "recall": round(recall, 4),
+            "base": base, "sizes": sizes, "aspect_ratios": list(ratios), "recall": round(recall, 4),
             "mean_best_iou": round(mean_iou, 4), "iou_threshold": iou_threshold,
             "current_base": current_base, "current_recall": round(default_recall, 4),
+            "worst_class": names[worst] if worst < len(names) else str(worst),
+            "worst_class_recall": round(per_class[worst], 4),
+            "default_ratios_worst_class": names[default_worst] if default_worst < len(names) else str(default_worst),
+            "default_ratios_worst_class_recall": round(default_per_class[default_worst], 4),
         }
     images = stats["images"] - stats.get("images_without_boxes", 0)
     if epochs:
@@ -199,6 +252,9 @@ def settings_overrides(settings):
                  "INPUT.MIN_SIZE_TEST", str(size["min_size"]), "INPUT.MAX_SIZE_TEST", str(size["max_size"])]
     if settings.get("anchors"):
         opts += ["MODEL.ANCHOR_GENERATOR.SIZES", repr(settings["anchors"]["sizes"])]
+        ratios = settings["anchors"].get("aspect_ratios")
+        if ratios:
+            opts += ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", repr([list(ratios)])]
     return opts
 
 
@@ -234,12 +290,20 @@ def format_inspection(stats, settings=None):
                   f"x{size['scale']:g} of the images ({size['reason']})"]
         anchors = settings.get("anchors")
         if anchors:
+            ratios = anchors.get("aspect_ratios", ANCHOR_RATIOS)
             lines.append(
                 f"- anchors: base {anchors['base']:g} px at P3, doubling per level to P7: "
-                f"{[level[0] for level in anchors['sizes']]} (x 1, 2^1/3, 2^2/3; ratios 0.5, 1, 2); "
+                f"{[level[0] for level in anchors['sizes']]} (x 1, 2^1/3, 2^2/3; ratios "
+                f"{', '.join(f'{r:g}' for r in ratios)}); "
                 f"{anchors['recall']:.1%} of the boxes have an anchor with IoU >= "
                 f"{anchors['iou_threshold']:g} (mean best IoU {anchors['mean_best_iou']:.2f}; the "
-                f"{anchors['current_base']:g} px base of the config: {anchors['current_recall']:.1%})")
+                f"{anchors['current_base']:g} px base of the config with ratios 0.5, 1, 2: "
+                f"{anchors['current_recall']:.1%})")
+            if "worst_class" in anchors:
+                lines.append(
+                    f"- worst-covered class: {anchors['worst_class']} {anchors['worst_class_recall']:.1%} "
+                    f"with these anchors; with ratios 0.5, 1, 2: {anchors['default_ratios_worst_class']} "
+                    f"{anchors['default_ratios_worst_class_recall']:.1%}")
         schedule = settings.get("schedule")
         if schedule:
             lines.append(
