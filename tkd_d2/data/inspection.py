@@ -38,7 +38,7 @@ ANCHOR_RATIOS = (0.5, 1.0, 2.0)  # height / width
 # the aspect-ratio sets the anchor search tries, fewest first: detectron2's default, then
 # wider ones for long thin defects (NEU-DET scratches are about 1:9)
 ANCHOR_RATIO_SETS = (ANCHOR_RATIOS, (0.25, 0.5, 1.0, 2.0, 4.0), (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0))
-# a wider ratio set is taken only when it lifts the worst class's recall by this much
+# the fewest ratios are taken whose worst-covered class is within this of the best set's
 RATIO_GAIN = 0.05
 # The smallest boxes (5th percentile of sqrt(area)) should span at least this many input
 # pixels: two cells of P3 (stride 8) and near the smallest RetinaNet anchor.
@@ -164,10 +164,11 @@ def choose_ratios(box_wh, classes, sizes, iou_threshold=DEFAULT_IOU_THRESHOLD,
     """The anchor aspect ratios for boxes of ``classes``: the fewest of ``ratio_sets`` whose
     worst-covered class is within ``gain`` of the best any set reaches. An overall recall
     hides a class of long thin boxes the default ratios miss: on NEU-DET 86 % of the boxes
-    are covered, but 16 % of the scratches. Returns (ratios, {class id: recall})."""
-    per_set = [(ratios, class_recalls(box_wh, classes, sizes, ratios, iou_threshold)) for ratios in ratio_sets]
-    best_worst = max(min(recalls.values()) for _, recalls in per_set)
-    return next((r, recalls) for r, recalls in per_set if min(recalls.values()) >= best_worst - gain)
+    are covered, but 17 % of the scratches. Returns the chosen ratios and {ratios: {class id:
+    recall}} of every set tried."""
+    per_set = {ratios: class_recalls(box_wh, classes, sizes, ratios, iou_threshold) for ratios in ratio_sets}
+    best_worst = max(min(recalls.values()) for recalls in per_set.values())
+    return next(r for r, recalls in per_set.items() if min(recalls.values()) >= best_worst - gain), per_set
 
 
 def _round_up(value, multiple=32):
@@ -177,7 +178,8 @@ def _round_up(value, multiple=32):
 def derive_settings(stats, boxes_and_sizes, *, anchors=True, epochs=DEFAULT_EPOCHS,
                     ims_per_batch=4, iou_threshold=DEFAULT_IOU_THRESHOLD, min_box_px=MIN_BOX_INPUT_PX,
                     current_base=16):
-    """Settings for the data of :func:`inspect_dataset`:
+    """Settings for the data of :func:`inspect_dataset` (its ``stats`` and
+    :class:`BoxArrays` ``boxes_and_sizes``):
 
     * input size: the median short side scaled so that the smallest boxes (5th percentile of
       sqrt(area)) span ``min_box_px`` input pixels: shrunk when they are larger (faster),
@@ -186,11 +188,10 @@ def derive_settings(stats, boxes_and_sizes, *, anchors=True, epochs=DEFAULT_EPOC
     * anchors (``anchors``: RetinaNet): the base size (P3; each level doubles it) whose
       anchors give the highest recall at ``iou_threshold`` (then the highest mean IoU);
       ``current_base`` (the shipped configs' 16 px) is kept unless another base gains at
-      least one point of recall.
+      least one point of recall. Aspect ratios: :func:`choose_ratios` per class.
     * schedule: ``epochs`` passes over the images, ``ims_per_batch`` per iteration.
     """
-    boxes, image_sizes = boxes_and_sizes[:2]
-    classes = boxes_and_sizes[2] if len(boxes_and_sizes) > 2 else np.zeros(len(boxes), np.int64)
+    boxes, image_sizes, classes = boxes_and_sizes
     short = stats["short_side"].get("q50", 0.0)
     small = stats["box_side_px"].get("q05", 0.0)
     if not short:
@@ -218,8 +219,8 @@ def derive_settings(stats, boxes_and_sizes, *, anchors=True, epochs=DEFAULT_EPOC
         if recall < default_recall + 0.01:
             (recall, mean_iou), base = (default_recall, default_iou), current_base
         sizes = anchor_sizes(base)
-        default_per_class = class_recalls(wh, classes, sizes, ANCHOR_RATIOS, iou_threshold)
-        ratios, per_class = choose_ratios(wh, classes, sizes, iou_threshold)
+        ratios, per_set = choose_ratios(wh, classes, sizes, iou_threshold)
+        per_class, default_per_class = per_set[ratios], per_set[ANCHOR_RATIOS]
         if ratios != ANCHOR_RATIOS:
             recall, mean_iou = anchor_recall(wh, sizes, ratios, iou_threshold)
         names = list(stats.get("boxes_per_class", {}))
@@ -258,6 +259,10 @@ def settings_overrides(settings):
     return opts
 
 
+def _ratios(ratios):
+    return ", ".join(f"{r:g}" for r in ratios)
+
+
 def _q(d, keys=("q00", "q05", "q50", "q95", "q100"), digits=1):
     return " / ".join(f"{d[k]:.{digits}f}" for k in keys if k in d) if d else "-"
 
@@ -293,16 +298,15 @@ def format_inspection(stats, settings=None):
             ratios = anchors.get("aspect_ratios", ANCHOR_RATIOS)
             lines.append(
                 f"- anchors: base {anchors['base']:g} px at P3, doubling per level to P7: "
-                f"{[level[0] for level in anchors['sizes']]} (x 1, 2^1/3, 2^2/3; ratios "
-                f"{', '.join(f'{r:g}' for r in ratios)}); "
+                f"{[level[0] for level in anchors['sizes']]} (x 1, 2^1/3, 2^2/3; ratios {_ratios(ratios)}); "
                 f"{anchors['recall']:.1%} of the boxes have an anchor with IoU >= "
                 f"{anchors['iou_threshold']:g} (mean best IoU {anchors['mean_best_iou']:.2f}; the "
-                f"{anchors['current_base']:g} px base of the config with ratios 0.5, 1, 2: "
+                f"{anchors['current_base']:g} px base of the config with ratios {_ratios(ANCHOR_RATIOS)}: "
                 f"{anchors['current_recall']:.1%})")
             if "worst_class" in anchors:
                 lines.append(
                     f"- worst-covered class: {anchors['worst_class']} {anchors['worst_class_recall']:.1%} "
-                    f"with these anchors; with ratios 0.5, 1, 2: {anchors['default_ratios_worst_class']} "
+                    f"with these anchors; with ratios {_ratios(ANCHOR_RATIOS)}: {anchors['default_ratios_worst_class']} "
                     f"{anchors['default_ratios_worst_class_recall']:.1%}")
         schedule = settings.get("schedule")
         if schedule:
