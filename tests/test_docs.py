@@ -1,0 +1,17 @@
+"""The commands and links of README.md and BENCHMARKS.md name files that exist."""
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ["README.md", "BENCHMARKS.md"]
+PATH = re.compile(r"(?<![\w/.-])((?:configs|tools|benchmarks)/[\w./-]+\.(?:yaml|py|json|sh))")
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_every_named_project_file_exists(doc):
+    named = set(PATH.findall((ROOT / doc).read_text()))
+    assert any(p.startswith("configs/") for p in named)  # the pattern still finds the configs
+    missing = sorted(p for p in named if not (ROOT / p).is_file())
+    assert not missing, f"{doc} names files that do not exist: {missing}"
