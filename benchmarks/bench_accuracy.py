@@ -146,6 +146,9 @@ def main():
     p.add_argument("--variants", nargs="+", default=list(VARIANT_PARTS), choices=list(VARIANT_PARTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
                    help="seeds for baseline and tkd (ablations use the first)")
+    p.add_argument("--teacher-seed", type=int, default=None,
+                   help="train (and distil from) a teacher with SEED N: run key teacher@N, folder teacher_seedN "
+                        "(default: the config's SEED, key teacher)")
     p.add_argument("--teacher-iter", type=int, default=None,
                    help="SOLVER.MAX_ITER of the teacher (preset none: the config's schedule scaled to it)")
     p.add_argument("--student-iter", type=int, default=None,
@@ -187,9 +190,13 @@ def main():
 
     teacher_cfg = f"configs/{folder}/{teacher_yaml}"
     teacher_out = root / ("teacher_R_50" if args.pair == "R50-R18" else "teacher")
-    teacher_opts = common + schedule(teacher_cfg, args.teacher_iter, args.preset, common)
+    teacher_key, teacher_seed = "teacher", []
+    if args.teacher_seed is not None:
+        teacher_out, teacher_key = root / f"teacher_seed{args.teacher_seed}", f"teacher@{args.teacher_seed}"
+        teacher_seed = ["SEED", args.teacher_seed]
+    teacher_opts = common + teacher_seed + schedule(teacher_cfg, args.teacher_iter, args.preset, common)
     if args.stage in ("teacher", "all"):
-        train_and_eval("teacher", teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, "teacher")
+        train_and_eval(teacher_key, teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, teacher_key)
         save(name, results, args.results_dir)
     if args.stage in ("students", "all"):
         weights = teacher_out / "model_final.pth"

@@ -157,6 +157,21 @@ def test_bench_accuracy_tiny(tmp_path):
     assert f"| tkd | 1 | " in proc.stdout and f"| {tkd:+.1f} |" in proc.stdout
 
 
+def test_bench_accuracy_second_teacher_seed_is_its_own_run(tmp_path):
+    # --teacher-seed N trains a teacher with SEED N beside the default one (key teacher@N, its
+    # own folder), and the TKD students of that command distil from it
+    out = tmp_path / "runs"
+    run_bench("bench_accuracy.py", ["--variants", "tkd", "--teacher-seed", "3", "--output-root", str(out)],
+              tmp_path, timeout=900)
+    result = json.loads((tmp_path / "accuracy_synthetic_retinanet_tiny.json").read_text())
+    assert set(result["runs"]) == {"teacher@3", "tkd@1"}
+    teacher_dir = out / "teacher_seed3"
+    assert "SEED: 3" in (teacher_dir / "config.yaml").read_text().splitlines()
+    tkd_opts = result["runs"]["tkd@1"]["opts"]
+    assert tkd_opts[tkd_opts.index("MODEL.TKD.TEACHER.WEIGHTS") + 1] == str(teacher_dir / "model_final.pth")
+    assert result["summary"]["teacher"]["seeds"] == 1
+
+
 def test_bench_accuracy_commands_side_by_side_share_one_results_file(tmp_path):
     # two commands (say baseline and tkd students) each hold their own runs in memory and
     # save after every run; neither may drop the other's
