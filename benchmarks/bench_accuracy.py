@@ -9,7 +9,7 @@ skipped, an interrupted one resumes from its last checkpoint; results are writte
 
     export DETECTRON2_DATASETS=/path/holding/NEU-DET
     python benchmarks/bench_accuracy.py --stage teacher              # RetinaNet R-50
-    python benchmarks/bench_accuracy.py --stage students             # R-18: baseline, crd, ded, drd, tkd
+    python benchmarks/bench_accuracy.py --stage students             # R-18: every variant, 2 seeds
     python benchmarks/bench_accuracy.py --stage students --detector fcos --variants baseline tkd
     python benchmarks/bench_accuracy.py --tiny --dataset synthetic   # smoke test
 """
@@ -36,7 +36,8 @@ PAIRS = {
     "Lite2-Lite0": ("{det}_Lite2_FPN.yaml", "{det}_Lite0_FPN.yaml", "tkd_{det}_Lite2_to_Lite0.yaml", "none"),
 }
 # variant → the TKD parts it trains with (None: the plain student, the baseline)
-VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "tkd": list(TKD_PARTS)}
+VARIANT_PARTS = {"baseline": None, "crd": ["crd"], "ded": ["ded"], "drd": ["drd"], "crd_ded": ["crd", "ded"],
+                 "crd_drd": ["crd", "drd"], "tkd": list(TKD_PARTS)}
 # The CPU budget of BENCHMARKS.md: NEU-DET at 128 px, FPN/head width 128, batch 8; the
 # teacher (one command) trains 3000 iterations, every student (another command) 1500.
 CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "INPUT.MIN_SIZE_TEST", "128",
@@ -145,7 +146,7 @@ def main():
                    help="teacher-student backbones: R50-R18 from scratch, Lite2-Lite0 ImageNet-pretrained")
     p.add_argument("--variants", nargs="+", default=list(VARIANT_PARTS), choices=list(VARIANT_PARTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2],
-                   help="seeds for baseline and tkd (ablations use the first)")
+                   help="the students' seeds (every variant trains each)")
     p.add_argument("--teacher-seed", type=int, default=None,
                    help="train (and distil from) a teacher with SEED N: run key teacher@N, folder teacher_seedN "
                         "(default: the config's SEED, key teacher)")
@@ -204,11 +205,10 @@ def main():
             raise SystemExit(f"teacher not trained yet ({weights}); run --stage teacher first")
         student_plain = f"configs/{folder}/{student_yaml}"
         for variant in args.variants:
-            seeds = args.seeds if variant in ("baseline", "tkd") else args.seeds[:1]
             parts = VARIANT_PARTS[variant]
             cfg = student_plain if parts is None else f"configs/{folder}/{tkd_yaml}"
             student_schedule = schedule(cfg, args.student_iter, args.preset, common)
-            for seed in seeds:
+            for seed in args.seeds:
                 opts = common + ["SEED", seed] + student_schedule
                 if parts is not None:
                     # the config the teacher was trained with (its preset and opts included)
@@ -220,7 +220,7 @@ def main():
     print(report(results))
 
 
-ORDER = ["teacher", "baseline", "crd", "ded", "drd", "tkd"]
+ORDER = ["teacher", "baseline", "crd", "ded", "drd", "crd_ded", "crd_drd", "tkd"]
 
 
 def _rank(variant):

@@ -23,12 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (add_results_dir_argument, fake_batch, load_cfg, machine, median_time, peak_rss_mb,  # noqa: E402
                     random_teacher_weights, run_python, write_result)
 
-PARTS = {
-    "crd": ["MODEL.TKD.CRD.CLS_WEIGHT", "MODEL.TKD.CRD.BOX_WEIGHT"],
-    "ded": ["MODEL.TKD.DED.FG_WEIGHT", "MODEL.TKD.DED.BG_WEIGHT", "MODEL.TKD.DED.SSIM_WEIGHT"],
-    "drd": ["MODEL.TKD.DRD.INSTANCE_WEIGHT", "MODEL.TKD.DRD.PIXEL_WEIGHT"],
-}
-ALL_WEIGHTS = [k for keys in PARTS.values() for k in keys]
+PARTS = ("crd", "ded", "drd")
 
 
 def _configs(detector):
@@ -50,9 +45,8 @@ def build_variants(args, tmp, only=None):
     common = small + ["MODEL.TKD.TEACHER.CONFIG", str(teacher_file), "MODEL.TKD.TEACHER.WEIGHTS",
                       weights, "MODEL.TKD.WARMUP_ITERS", "0"]
 
-    def distiller(keep):
-        zero = [x for k in ALL_WEIGHTS if not any(k in PARTS[p] for p in keep) for x in (k, "0.0")]
-        return build_model(load_cfg(tkd_yaml, common + zero))
+    def distiller(keep):  # a part left out of MODEL.TKD.PARTS is not computed
+        return build_model(load_cfg(tkd_yaml, common + ["MODEL.TKD.PARTS", json.dumps(list(keep))]))
 
     builders = {
         "student": lambda: build_model(load_cfg(student_yaml, small)),

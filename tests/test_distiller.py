@@ -13,7 +13,7 @@ from detectron2.utils.events import EventStorage
 
 from tkd_d2.checkpoint import SafeCheckpointer
 from tkd_d2.config import load_config
-from tkd_d2.errors import KDLossError, TeacherLoadError
+from tkd_d2.errors import ConfigError, KDLossError, TeacherLoadError
 from tkd_d2.modeling import TKDDistiller
 
 KD_TERMS = {
@@ -113,13 +113,24 @@ def test_gradients_reach_student_not_teacher(tmp_path, family):
     assert set(model.state_dict()) <= student_keys | {k for k in model.state_dict() if k.startswith("distill_")}
 
 
-def test_weight_zero_skips_the_computation(tmp_path, monkeypatch):
+OFF_BUT_CRD_CLS = {
+    # weights (balance off): every term but loss_crd_cls at weight 0
+    "weights": ["MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.DED.FG_WEIGHT", 0.0,
+                "MODEL.TKD.DED.BG_WEIGHT", 0.0, "MODEL.TKD.DED.SSIM_WEIGHT", 0.0,
+                "MODEL.TKD.DRD.INSTANCE_WEIGHT", 0.0, "MODEL.TKD.DRD.PIXEL_WEIGHT", 0.0,
+                "MODEL.TKD.CRD.BOX_WEIGHT", 0.0],
+    # per-term balance: every share but CRD_CLS at 0
+    "shares": ["MODEL.TKD.BALANCE.ENABLED", True, "MODEL.TKD.BALANCE.DED_FG", 0.0, "MODEL.TKD.BALANCE.DED_BG", 0.0,
+               "MODEL.TKD.BALANCE.DED_SSIM", 0.0, "MODEL.TKD.BALANCE.DRD_INSTANCE", 0.0,
+               "MODEL.TKD.BALANCE.DRD_PIXEL", 0.0, "MODEL.TKD.BALANCE.CRD_BOX", 0.0],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(OFF_BUT_CRD_CLS))
+def test_weight_zero_skips_the_computation(tmp_path, monkeypatch, mode):
     yaml = _yaml("retinanet")
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
-    zero_all_but_crd = ["MODEL.TKD.DED.FG_WEIGHT", 0.0, "MODEL.TKD.DED.BG_WEIGHT", 0.0,
-                        "MODEL.TKD.DED.SSIM_WEIGHT", 0.0, "MODEL.TKD.DRD.INSTANCE_WEIGHT", 0.0,
-                        "MODEL.TKD.DRD.PIXEL_WEIGHT", 0.0, "MODEL.TKD.CRD.BOX_WEIGHT", 0.0]
-    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, zero_all_but_crd))
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, OFF_BUT_CRD_CLS[mode]))
     assert model.distill_ded is None and model.distill_drd is None
 
     import tkd_d2.modeling.distiller as distiller_module
@@ -306,39 +317,148 @@ def test_student_narrower_than_teacher_gets_align_convs(tmp_path):
     assert incompatible.unexpected_keys and all(k.startswith("distill_") for k in incompatible.unexpected_keys)
 
 
-def test_calibration_sets_feature_terms_to_a_fraction_of_the_detection_loss(tmp_path, caplog):
+DETECTION = ("loss_cls", "loss_box_reg")
+FEATURE_TERMS = sorted(k for k in KD_TERMS if k.startswith(("loss_ded", "loss_drd")))
+
+
+def _steps(model, iterations):
+    """The losses of one seeded step at each iteration."""
+    out = []
+    for it in iterations:
+        torch.manual_seed(0)
+        with EventStorage(start_iter=it):
+            out.append({k: float(v) for k, v in model(_batch()).items()})
+    return out
+
+
+def _balanced_model(tmp_path, extra):
+    """A RetinaNet distiller with ``extra`` keys; every call in a test gets the same teacher."""
+    yaml = _yaml("retinanet")
+    if not (tmp_path / "teacher.pth").is_file():
+        _teacher_file(tmp_path, yaml, SMALL)
+    weights, teacher_yaml = str(tmp_path / "teacher.pth"), str(tmp_path / "teacher.yaml")
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra=extra))
+    return model.train()
+
+
+def test_per_term_balance_gives_each_term_its_share_then_keeps_its_scales(tmp_path, caplog):
     import logging
 
-    yaml = _yaml("retinanet")
-    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
-    cfg = _distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra=[
-        "MODEL.TKD.CALIBRATE_FRACTION", 0.1, "MODEL.TKD.CALIBRATE_ITERS", 1])
-    model = build_model(cfg)
-    model.train()
-    feature_terms = [k for k in KD_TERMS if k.startswith(("loss_ded", "loss_drd"))]
+    shares = {"loss_crd_cls": 0.3, "loss_crd_box": 0.6, "loss_ded_fg": 0.05, "loss_ded_bg": 0.02,
+              "loss_ded_ssim": 0.01, "loss_drd_instance": 0.04, "loss_drd_pixel": 0.03}
+    keys = [f"MODEL.TKD.BALANCE.{k[5:].upper()}" for k in shares]
+    extra = ["MODEL.TKD.BALANCE.ENABLED", True, "MODEL.TKD.CALIBRATE_ITERS", 1,
+             *sum(zip(keys, shares.values()), ())]
+    model = _balanced_model(tmp_path, extra)
     with caplog.at_level(logging.INFO, logger="tkd_d2.modeling.distiller"):
-        for it in (0, 1):
-            torch.manual_seed(0)
-            with EventStorage(start_iter=it):
-                losses = model(_batch())
-            detection = sum(float(v) for k, v in losses.items() if k in ("loss_cls", "loss_box_reg"))
-            feature = sum(float(losses[k]) for k in feature_terms)
-            if it == 0:  # calibrated on this step: the feature terms are a tenth of the detection loss
-                assert feature == pytest.approx(0.1 * detection, rel=1e-4)
-                scale = float(model.distill_feature_scale)
-                assert scale != 1.0
-    # then fixed (the same scale on later steps), logged once, and kept in the checkpoint
-    assert float(model.distill_feature_scale) == scale
-    assert len([r for r in caplog.records if "KD calibration" in r.getMessage()]) == 1
-    assert "distill_feature_scale" in model.state_dict()
+        first, = _steps(model, (0,))
+        second, = _steps(copy.deepcopy(model), (1,))
+    detection = sum(first[k] for k in DETECTION)
+    for name, share in shares.items():  # calibrated on the first step: each term its share
+        assert first[name] == pytest.approx(share * detection, rel=1e-4), name
+    scales = model.distill_balance.scales.clone()
+    assert len(set(scales.tolist())) == len(shares)  # one scale per term
+    # fixed after the window: another step (other losses) does not move them; logged once
+    _steps(model, (2,))
+    assert torch.equal(model.distill_balance.scales, scales)
+    assert len([r for r in caplog.records if "KD balance" in r.getMessage()]) == 1
+    # kept in the checkpoint and restored, not recomputed, by a fresh model
+    state = model.state_dict()
+    assert {"distill_balance.scales", "distill_balance.sums"} <= set(state)
+    fresh = _balanced_model(tmp_path, extra)
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.distill_balance.scales, scales)
+    again, = _steps(fresh, (1,))
+    assert torch.equal(fresh.distill_balance.scales, scales)
+    for name in FEATURE_TERMS:  # (CRD's running normaliser is no checkpoint state)
+        assert again[name] == pytest.approx(second[name], rel=1e-5), name
 
 
-def test_calibration_off_leaves_the_weights_and_checkpoint_alone(tmp_path):
+def test_joint_balance_sets_the_feature_terms_to_a_fraction_of_the_detection_loss(tmp_path):
+    model = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.CALIBRATE_FRACTION", 0.1,
+                                       "MODEL.TKD.CALIBRATE_ITERS", 1])
+    unscaled = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False])
+    unscaled.load_state_dict(model.state_dict(), strict=False)  # the same student
+    first, = _steps(model, (0,))
+    plain, = _steps(unscaled, (0,))
+    detection = sum(first[k] for k in DETECTION)
+    assert sum(first[k] for k in FEATURE_TERMS) == pytest.approx(0.1 * detection, rel=1e-4)
+    # one scale for the group: the terms keep their proportions; CRD is not scaled
+    scale = first["loss_ded_fg"] / plain["loss_ded_fg"]
+    assert scale != pytest.approx(1.0)
+    for k in FEATURE_TERMS:
+        assert first[k] == pytest.approx(scale * plain[k], rel=1e-4)
+    assert first["loss_crd_cls"] == pytest.approx(plain["loss_crd_cls"], rel=1e-5)
+
+
+def test_balance_off_leaves_the_weights_and_checkpoint_alone(tmp_path):
+    model = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False])
+    assert model.distill_balance is None
+    _steps(model, (0,))
+    assert not any("balance" in k for k in model.state_dict())
+
+
+def test_joint_and_per_term_balance_exclude_each_other(tmp_path):
     yaml = _yaml("retinanet")
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
-    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    cfg = _distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra=["MODEL.TKD.BALANCE.ENABLED", True,
+                                                                    "MODEL.TKD.CALIBRATE_FRACTION", 0.1])
+    with pytest.raises(ConfigError, match="CALIBRATE_FRACTION.*BALANCE.ENABLED"):
+        build_model(cfg)
+
+
+WEIGHT_KEYS = {"loss_crd_cls": "CRD.CLS_WEIGHT", "loss_crd_box": "CRD.BOX_WEIGHT",
+               "loss_crd_ctr": "CRD.CENTERNESS_WEIGHT", "loss_ded_fg": "DED.FG_WEIGHT",
+               "loss_ded_bg": "DED.BG_WEIGHT", "loss_ded_ssim": "DED.SSIM_WEIGHT",
+               "loss_drd_instance": "DRD.INSTANCE_WEIGHT", "loss_drd_pixel": "DRD.PIXEL_WEIGHT"}
+
+
+@pytest.mark.parametrize("balance", [False, True], ids=["weights", "shares"])
+def test_each_key_scales_its_own_term_and_nothing_else(family, balance):
+    """Doubling a term's weight (or, balanced, its share) doubles that term's weight (or
+    target) alone; FEATURE_WEIGHT doubles every DED and DRD weight and nothing else."""
+    from tkd_d2.modeling.distiller import kd_weights
+
+    yaml = f"configs/Synthetic/tkd_{family}_Lite2_to_Lite0.yaml"
+    base = _cfg(yaml, ["MODEL.TKD.BALANCE.ENABLED", balance, "MODEL.TKD.CRD.CENTERNESS_WEIGHT", 0.5,
+                       "MODEL.TKD.BALANCE.CRD_CTR", 0.5])
+    has_ctr = family == "fcos"
+
+    def effective(cfg):
+        weights, balancer = kd_weights(cfg.MODEL.TKD, has_ctr)
+        if balancer is None:
+            return weights
+        return {k: weights[k] * (balancer.targets[k] if k in balancer.targets else 0) for k in weights}
+
+    before = effective(base)
+    assert all(before.values()) == has_ctr and sum(v == 0 for v in before.values()) == (0 if has_ctr else 1)
+    keys = {k: (f"BALANCE.{k[5:].upper()}" if balance else WEIGHT_KEYS[k]) for k in before}
+    if not balance:
+        keys["FEATURE_WEIGHT"] = "FEATURE_WEIGHT"
+    for term, key in keys.items():
+        cfg = base.clone()
+        node = cfg.MODEL.TKD
+        *path, leaf = key.split(".")
+        for p in path:
+            node = node[p]
+        node[leaf] = node[leaf] * 2
+        after = effective(cfg)
+        doubled = set(FEATURE_TERMS) if term == "FEATURE_WEIGHT" else {term}
+        for k in before:
+            assert after[k] == pytest.approx(before[k] * (2 if k in doubled else 1)), (key, k)
+
+
+def test_a_weight_multiplies_its_term_in_the_forward_pass(tmp_path, family):
+    """The distiller applies model.weights to each term (warm-up and balance aside)."""
+    yaml = _yaml(family)
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, ["MODEL.TKD.BALANCE.ENABLED", False]))
     model.train()
-    with EventStorage(start_iter=0):
-        model(_batch())
-    assert float(model.distill_feature_scale) == 1.0
-    assert not any("calibration" in k or "feature_scale" in k for k in model.state_dict())
+    base, = _steps(copy.deepcopy(model), (0,))  # a copy a step: the detectors keep running state
+    kd = sorted(k for k in base if k in KD_TERMS)
+    for term in kd:
+        twice = copy.deepcopy(model)
+        twice.weights[term] *= 2
+        doubled, = _steps(twice, (0,))
+        for k in kd + list(DETECTION if family == "retinanet" else ()):
+            assert doubled[k] == pytest.approx(base[k] * (2 if k == term else 1), rel=1e-5), (term, k)

@@ -219,12 +219,22 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
 
-    # > 0: during the KD warm-up, scale every DED and DRD weight so that the feature terms
-    # (at full weight) are this fraction of the detection loss, measured over the first
-    # CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS) and then fixed; logged once. The
-    # fixed FEATURE_WEIGHT suits NEU-DET; on other data the terms can start far above the
-    # detection loss. 0: off (default: 0.1 did not beat the fixed weight on the synthetic set,
-    # BENCHMARKS.md "KD calibration"; not measured on NEU-DET).
+    # Per-term balance: over the first CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS)
+    # each KD term's scale is set so that it makes its share below of the detection loss;
+    # then fixed, saved in the checkpoint and logged once. The shares replace the *_WEIGHT
+    # keys and FEATURE_WEIGHT; a share of 0 turns its term off (not computed).
+    _C.MODEL.TKD.BALANCE = CN()
+    _C.MODEL.TKD.BALANCE.ENABLED = False
+    _C.MODEL.TKD.BALANCE.CRD_CLS = 0.5
+    _C.MODEL.TKD.BALANCE.CRD_BOX = 0.5
+    _C.MODEL.TKD.BALANCE.CRD_CTR = 0.0
+    _C.MODEL.TKD.BALANCE.DED_FG = 0.1
+    _C.MODEL.TKD.BALANCE.DED_BG = 0.1
+    _C.MODEL.TKD.BALANCE.DED_SSIM = 0.1
+    _C.MODEL.TKD.BALANCE.DRD_INSTANCE = 0.1
+    _C.MODEL.TKD.BALANCE.DRD_PIXEL = 0.1
+    # Joint balance (BALANCE.ENABLED False only): > 0 scales the DED + DRD weights together
+    # so that their sum makes this fraction of the detection loss over the same window.
     _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
     _C.MODEL.TKD.CALIBRATE_ITERS = 10
 
@@ -332,6 +342,8 @@ _REFERENCE_COMMON = {
     "MODEL.TKD.CRD.CENTERNESS_WEIGHT": 0.0,
     "MODEL.TKD.CRD.NORMALIZER": "reference",
     "MODEL.TKD.CRD.IGNORED_ANCHORS": "exclude",
+    "MODEL.TKD.BALANCE.ENABLED": False,
+    "MODEL.TKD.CALIBRATE_FRACTION": 0.0,
 }
 _REFERENCE_CRD = {
     # the reference's RetinaNet: CIoU for R-101 -> R-50, GIoU for R-50 -> R-18 (see preset_values)

@@ -21,6 +21,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from ..config import student_cfg as to_student_cfg
+from ..distill.balance import LossBalancer
 from ..distill.crd import CRD_BOX_LOSSES, crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
@@ -60,8 +61,7 @@ class TKDDistiller(nn.Module):
         crd_ignored_anchors: str = "include",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
-        calibrate_fraction: float = 0.0,
-        calibrate_iters: int = 10,
+        balancer: LossBalancer = None,
     ):
         """
         Args:
@@ -71,12 +71,11 @@ class TKDDistiller(nn.Module):
                 pre-activation; 0 = head input) and finishes in the teacher's head.
             weights: loss name (e.g. "loss_ded_fg") → weight; 0 skips that computation.
             warmup_iters: KD weights ramp linearly from 0 over this many iterations.
+            balancer: scales the weighted KD terms to shares of the detection loss,
+                calibrated over its first steps (MODEL.TKD.BALANCE / CALIBRATE_FRACTION).
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
             crd_ignored_anchors: one of ``CRD_IGNORED_ANCHORS`` (MODEL.TKD.CRD.IGNORED_ANCHORS).
-            calibrate_fraction: > 0: over the first ``calibrate_iters`` KD iterations, scale
-                the feature terms' (DED + DRD) weights so that their sum (at full weight) is
-                this fraction of the detection loss; then the scale is fixed (and saved).
         """
         super().__init__()
         self.student = student
@@ -105,13 +104,8 @@ class TKDDistiller(nn.Module):
         self.distill_ded = ded
         self.distill_drd = drd
         self._iter = 0
-        self.calibrate_fraction = float(calibrate_fraction)
-        self.calibrate_iters = max(1, int(calibrate_iters))
-        # feature-term weight multiplier, then [sum feature/detection ratios, count]: kept in
-        # the checkpoint (only when calibrating) so a resumed run keeps its calibration
-        calibrating = self.calibrate_fraction > 0
-        self.register_buffer("distill_feature_scale", torch.ones(()), persistent=calibrating)
-        self.register_buffer("distill_calibration", torch.zeros(2), persistent=calibrating)
+        # its sums and scales are buffers: the checkpoint keeps the calibration for a resume
+        self.distill_balance = balancer
 
         s_head, t_head = student.head, teacher.head
         num_convs = len(split_tower(s_head.cls_subnet).pre)
@@ -158,17 +152,7 @@ class TKDDistiller(nn.Module):
         index = tkd.CRD.REUSED_HEAD_INDEX
         if index < 0:
             index = family.reused_head_index
-        crd, ded_part, drd_part = (float(p in tkd.PARTS) for p in ("crd", "ded", "drd"))
-        weights = {
-            "loss_crd_cls": tkd.CRD.CLS_WEIGHT * crd,
-            "loss_crd_box": tkd.CRD.BOX_WEIGHT * crd,
-            "loss_crd_ctr": tkd.CRD.CENTERNESS_WEIGHT * crd * family.has_centerness,
-            "loss_ded_fg": tkd.DED.FG_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
-            "loss_ded_bg": tkd.DED.BG_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
-            "loss_ded_ssim": tkd.DED.SSIM_WEIGHT * tkd.FEATURE_WEIGHT * ded_part,
-            "loss_drd_instance": tkd.DRD.INSTANCE_WEIGHT * tkd.FEATURE_WEIGHT * drd_part,
-            "loss_drd_pixel": tkd.DRD.PIXEL_WEIGHT * tkd.FEATURE_WEIGHT * drd_part,
-        }
+        weights, balancer = kd_weights(tkd, family.has_centerness)
         t_channels = teacher.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
         ded = drd = None
         if any(weights[k] for k in ("loss_ded_fg", "loss_ded_bg", "loss_ded_ssim")):
@@ -204,8 +188,7 @@ class TKDDistiller(nn.Module):
             "crd_ignored_anchors": tkd.CRD.IGNORED_ANCHORS,
             "ded": ded,
             "drd": drd,
-            "calibrate_fraction": tkd.CALIBRATE_FRACTION,
-            "calibrate_iters": min(tkd.CALIBRATE_ITERS, max(1, tkd.WARMUP_ITERS)),
+            "balancer": balancer,
         }
 
     # ------------------------------------------------------------------ teacher handling
@@ -259,8 +242,8 @@ class TKDDistiller(nn.Module):
         losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
         detection = sum(v.detach() for v in losses.values())  # the student's own losses
 
-        w = {k: v * self.warmup_factor for k, v in self.weights.items() if v}
-        need_crd = any(k.startswith("loss_crd") for k in w)
+        active = {k for k, v in self.weights.items() if v}
+        need_crd = any(k.startswith("loss_crd") for k in active)
         with torch.no_grad():
             t_images = teacher.preprocess_image(batched_inputs)
             if t_images.tensor.shape != images.tensor.shape:
@@ -273,57 +256,38 @@ class TKDDistiller(nn.Module):
             t_head = run_head(teacher.head, *self._t_blocks, t_feats, self.reused_head_index) \
                 if need_crd else None
 
+        kd = {}  # the KD terms, unweighted
         if need_crd:
-            losses.update(self._crd_losses(s_feats, s_head, t_head, gt_instances, w))
+            kd.update(self._crd_losses(s_feats, s_head, t_head, gt_instances, active))
         gt_boxes = [inst.gt_boxes.tensor for inst in gt_instances]
         s_level = [s_feature_dict[f] for f in self.in_features]
         t_level = [t_feature_dict[f] for f in self.in_features]
         if self.distill_feature_align is not None and (self.distill_ded or self.distill_drd):
             s_level = [self.distill_feature_align(x) for x in s_level]
-        feature = {}  # feature terms, unweighted by the warm-up (for the calibration)
         if self.distill_ded is not None:
-            terms = [t for t in ("fg", "bg", "ssim") if f"loss_ded_{t}" in w]
+            terms = [t for t in ("fg", "bg", "ssim") if f"loss_ded_{t}" in active]
             if terms:
                 ded = self.distill_ded(s_level, t_level, gt_boxes, self.strides, compute=terms)
-                feature.update({f"loss_ded_{t}": ded[t] for t in terms})
+                kd.update({f"loss_ded_{t}": ded[t] for t in terms})
         if self.distill_drd is not None:
-            terms = [t for t in ("instance", "pixel") if f"loss_drd_{t}" in w]
+            terms = [t for t in ("instance", "pixel") if f"loss_drd_{t}" in active]
             if terms:
                 drd = self.distill_drd(s_level, t_level, gt_boxes, self.strides,
                                        step=self._iter, compute=terms)
-                feature.update({f"loss_drd_{t}": drd[t] for t in terms})
-        if feature and self.calibrate_fraction > 0:
-            self._calibrate(feature, detection)
-        scale = self.distill_feature_scale
-        losses.update({k: v * w[k] * scale for k, v in feature.items()})
+                kd.update({f"loss_drd_{t}": drd[t] for t in terms})
+        balancer = self.distill_balance
+        if balancer is not None and kd and balancer.observe(
+                {k: v * self.weights[k] for k, v in kd.items()}, detection):
+            logger.info("KD balance over %d iterations (each term at full weight as a multiple of the "
+                        "detection loss -> its scale = its share): %s", balancer.iters, balancer.summary())
+        factor = self.warmup_factor
+        scale = balancer.scale_of if balancer is not None else (lambda name: 1.0)
+        losses.update({k: v * (self.weights[k] * factor * scale(k)) for k, v in kd.items()})
         self._check_finite(losses)
         return losses
 
-    @torch.no_grad()
-    def _calibrate(self, feature, detection):
-        """Over the first ``calibrate_iters`` KD steps, set the feature-term scale from the
-        mean ratio (feature terms at full weight) / (detection loss); log it once, when fixed."""
-        total, count = self.distill_calibration.tolist()
-        if count >= self.calibrate_iters:
-            return
-        at_full_weight = sum(v.detach() * self.weights[k] for k, v in feature.items())
-        ratio = (at_full_weight / detection.clamp(min=1e-12)).reshape(1)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(ratio)  # every rank keeps the same scale
-            ratio /= torch.distributed.get_world_size()
-        total, count = total + float(ratio), count + 1
-        self.distill_calibration.copy_(torch.tensor([total, count]))
-        mean = total / count
-        if mean > 0:
-            self.distill_feature_scale.fill_(self.calibrate_fraction / mean)
-        if count >= self.calibrate_iters:
-            logger.info(
-                "KD calibration: over %d iterations the feature terms (DED + DRD) at full weight "
-                "were %.3g x the detection loss; their weights are scaled by %.3g so they make "
-                "%.3g of it (MODEL.TKD.CALIBRATE_FRACTION).",
-                int(count), mean, float(self.distill_feature_scale), self.calibrate_fraction)
-
-    def _crd_losses(self, s_feats, s_head, t_head, gt_instances, w):
+    def _crd_losses(self, s_feats, s_head, t_head, gt_instances, active):
+        """The unweighted CRD terms named in ``active``."""
         student, teacher = self.student, self.teacher
         reused = reuse_teacher_head(
             teacher.head, *self._t_blocks, s_head, t_head, self.reused_head_index,
@@ -341,16 +305,16 @@ class TKDDistiller(nn.Module):
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
         label_weight = (torch.stack(labels) >= 0).to(t_logits.dtype) if exclude_ignored else None
         normalizer = self._crd_normalizer(anchors, labels, matched_boxes)
-        if "loss_crd_cls" in w:
+        if "loss_crd_cls" in active:
             r_logits = flatten_levels(reused[0], num_classes)
-            out["loss_crd_cls"] = w["loss_crd_cls"] * crd_cls_loss(
+            out["loss_crd_cls"] = crd_cls_loss(
                 r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer, weight=label_weight
             )
-        if "loss_crd_box" in w or "loss_crd_ctr" in w:
+        if "loss_crd_box" in active or "loss_crd_ctr" in active:
             weight = teacher_box_weight(t_logits)  # (N, R): teacher's max class probability
             if label_weight is not None:
                 weight = weight * label_weight
-        if "loss_crd_box" in w:
+        if "loss_crd_box" in active:
             flat = Boxes.cat(anchors).tensor  # (R, 4)
             r_deltas = flatten_levels(reused[1], 4)
             t_deltas = flatten_levels(t_head.predictions[1], 4)
@@ -360,14 +324,14 @@ class TKDDistiller(nn.Module):
             transform = teacher.box2box_transform
             r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
-            out["loss_crd_box"] = w["loss_crd_box"] * crd_box_loss(
+            out["loss_crd_box"] = crd_box_loss(
                 r_boxes, t_boxes, weight, normalizer=normalizer, mode=self.crd_box_loss_type,
                 valid_mask=None if label_weight is None else label_weight > 0,
             )
-        if "loss_crd_ctr" in w:
+        if "loss_crd_ctr" in active:
             r_ctr = flatten_levels(reused[2], 1).squeeze(-1)
             t_ctr = flatten_levels(t_head.predictions[2], 1).squeeze(-1)
-            out["loss_crd_ctr"] = w["loss_crd_ctr"] * crd_centerness_loss(
+            out["loss_crd_ctr"] = crd_centerness_loss(
                 r_ctr, t_ctr, weight, normalizer=normalizer
             )
         return out
@@ -400,6 +364,48 @@ class TKDDistiller(nn.Module):
             f"(all terms: { {k: float(v) for k, v in losses.items()} }). Lower SOLVER.BASE_LR "
             "or the weight of the named term, or enable SOLVER.CLIP_GRADIENTS."
         )
+
+
+# KD loss name → (its MODEL.TKD.BALANCE share key, its weight key, TKD part, feature term)
+KD_TERMS = {
+    "loss_crd_cls": ("CRD_CLS", "CRD.CLS_WEIGHT", "crd", False),
+    "loss_crd_box": ("CRD_BOX", "CRD.BOX_WEIGHT", "crd", False),
+    "loss_crd_ctr": ("CRD_CTR", "CRD.CENTERNESS_WEIGHT", "crd", False),
+    "loss_ded_fg": ("DED_FG", "DED.FG_WEIGHT", "ded", True),
+    "loss_ded_bg": ("DED_BG", "DED.BG_WEIGHT", "ded", True),
+    "loss_ded_ssim": ("DED_SSIM", "DED.SSIM_WEIGHT", "ded", True),
+    "loss_drd_instance": ("DRD_INSTANCE", "DRD.INSTANCE_WEIGHT", "drd", True),
+    "loss_drd_pixel": ("DRD_PIXEL", "DRD.PIXEL_WEIGHT", "drd", True),
+}
+
+
+def kd_weights(tkd, has_centerness):
+    """``(weights, balancer)`` from the MODEL.TKD node: each KD term's weight (0: not
+    computed: its part is not in PARTS, its weight or share is 0, or centerness KD without a
+    centerness branch) and the LossBalancer (None without balancing).
+
+    MODEL.TKD.BALANCE.ENABLED: every term weighs 1 and has its own group, whose target is its
+    share. Else the *_WEIGHT keys (times FEATURE_WEIGHT for DED / DRD), and CALIBRATE_FRACTION
+    > 0 balances the feature terms as one group."""
+    balance = tkd.BALANCE.ENABLED
+    if balance and tkd.CALIBRATE_FRACTION > 0:
+        raise ConfigError("MODEL.TKD.CALIBRATE_FRACTION > 0 (joint balance) needs MODEL.TKD.BALANCE.ENABLED "
+                          "False: per-term and joint balancing exclude each other")
+    weights, shares = {}, {}
+    for name, (share_key, weight_key, part, feature) in KD_TERMS.items():
+        on = part in tkd.PARTS and (has_centerness or name != "loss_crd_ctr")
+        node, key = weight_key.split(".")
+        weight = tkd[node][key] * (tkd.FEATURE_WEIGHT if feature else 1.0)
+        shares[name] = float(tkd.BALANCE[share_key]) * on
+        weights[name] = float(shares[name] > 0) if balance else weight * on
+    iters = min(tkd.CALIBRATE_ITERS, max(1, tkd.WARMUP_ITERS))
+    if balance:
+        groups = {k: (k,) for k, v in shares.items() if v}
+        return weights, LossBalancer(groups, {k: shares[k] for k in groups}, iters) if groups else None
+    features = tuple(k for k, v in weights.items() if v and KD_TERMS[k][3])
+    if tkd.CALIBRATE_FRACTION > 0 and features:
+        return weights, LossBalancer({"feature": features}, {"feature": tkd.CALIBRATE_FRACTION}, iters)
+    return weights, None
 
 
 def _strip_student_prefix(module, state_dict, prefix, local_metadata):
