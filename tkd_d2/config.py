@@ -106,6 +106,10 @@ def add_tkd_config(cfg):
     # starts; an unreadable or truncated image stops it with one line naming the file.
     _C.DATASETS.CHECK_IMAGES = True
 
+    # Training images in all 8 orientations (random transpose, vertical and horizontal flip;
+    # needs INPUT.RANDOM_FLIP "horizontal"): surface defects have no orientation of their own.
+    _C.INPUT.RANDOM_ORIENTATION = False
+
     # ---------------------------------------------------------------- synthetic defects
     _C.DATASETS.SYNTHETIC = CN()
     _C.DATASETS.SYNTHETIC.NUM_TRAIN = 240  # images in synthetic_defects_train
