@@ -109,6 +109,14 @@ def add_tkd_config(cfg):
     # Training images in all 8 orientations (random transpose, vertical and horizontal flip;
     # needs INPUT.RANDOM_FLIP "horizontal"): surface defects have no orientation of their own.
     _C.INPUT.RANDOM_ORIENTATION = False
+    # Train on SIZE x SIZE crops (px at the resized scale) centred on a random GT box with
+    # jitter; BACKGROUND_PROB of them anywhere (defect-free surface too); a box the crop cuts
+    # is kept if MIN_VISIBLE of its area remains, clipped. For large images at native scale.
+    _C.INPUT.DEFECT_CROP = CN()
+    _C.INPUT.DEFECT_CROP.ENABLED = False
+    _C.INPUT.DEFECT_CROP.SIZE = 512
+    _C.INPUT.DEFECT_CROP.BACKGROUND_PROB = 0.1
+    _C.INPUT.DEFECT_CROP.MIN_VISIBLE = 0.5
 
     # ---------------------------------------------------------------- synthetic defects
     _C.DATASETS.SYNTHETIC = CN()
