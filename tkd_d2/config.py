@@ -230,6 +230,15 @@ def add_tkd_config(cfg):
 
     # ---------------------------------------------------------------- evaluation / misc
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
+    # Tiled inference: an image larger than SIZE px (at the test scale) runs as SIZE x SIZE
+    # tiles overlapping by at least OVERLAP px; the tiles' detections are merged across
+    # tiles (same class, IoU > IOU_THRESH or intersection / smaller area >
+    # CONTAINMENT_THRESH: union, higher score; tkd_d2/tiling.py). 0: off.
+    _C.TEST.TILE = CN()
+    _C.TEST.TILE.SIZE = 0
+    _C.TEST.TILE.OVERLAP = 64
+    _C.TEST.TILE.IOU_THRESH = 0.5
+    _C.TEST.TILE.CONTAINMENT_THRESH = 0.7
 
     # Per-term balance: over the first CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS)
     # each KD term's scale is set so that it makes its share below of the detection loss;

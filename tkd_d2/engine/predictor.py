@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import load_weights
 from ..config import student_cfg
+from ..modeling.tiled import tiled
 
 __all__ = ["Predictor", "resize_for_inference"]
 
@@ -25,6 +26,7 @@ class Predictor(DefaultPredictor):
     ``cfg`` may be a TKD distiller config: its student is built (a distilled checkpoint holds
     the student's weights). ``weights`` default to ``cfg.MODEL.WEIGHTS``. The checkpoint's
     class names are kept as ``checkpoint_classes`` (None for files that do not record them).
+    With TEST.TILE.SIZE > 0 a test-scale image larger than a tile runs as merged tiles.
     """
 
     def __init__(self, cfg, weights=None):
@@ -37,6 +39,7 @@ class Predictor(DefaultPredictor):
             self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])
         weights = self.cfg.MODEL.WEIGHTS if weights is None else weights
         self.checkpoint_classes = load_weights(self.model, weights).get("thing_classes")
+        self.model = tiled(self.cfg, self.model)
         self.aug = resize_for_inference(self.cfg)
         self.input_format = self.cfg.INPUT.FORMAT
 

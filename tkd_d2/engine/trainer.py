@@ -13,6 +13,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data import TKDDatasetMapper, check_images, train_thing_classes
 from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
+from ..modeling.tiled import tiled
 from .hooks import TKDHook
 
 __all__ = ["Trainer", "unwrap_model"]
@@ -83,6 +84,13 @@ class Trainer(DefaultTrainer):
             dataset, mapper=TKDDatasetMapper(cfg, is_train=False),
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """detectron2's evaluation, on tiles of each test image where TEST.TILE.SIZE > 0."""
+        if cfg.TEST.TILE.SIZE > 0:
+            model = tiled(cfg, unwrap_model(model))
+        return super().test(cfg, model, evaluators)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

@@ -1,0 +1,89 @@
+"""Tiled inference on large images: the windows, and the one rule that merges the tiles'
+detections (used by the eager model, the evaluation and the exported predictor alike).
+
+numpy only, and nothing else of the project: ``tools/export.py`` copies this file next to
+the exported ``predictor.py``.
+
+Windows: ``size`` × ``size`` (smaller where the image is), overlapping by at least
+``overlap`` px, the last of each row and column flush with the image's edge.
+
+Merge (cross-tile greedy non-maximum merging, as SAHI's GREEDYNMM): detections sorted by
+score; a detection of the same class *from another tile* that overlaps a kept one — IoU above
+``iou_thresh``, or intersection over the smaller box's area above ``containment_thresh`` (a
+fragment cut at a tile seam lies inside the whole box) — is merged into it: the kept box
+becomes the union of both, with the kept (higher) score. Detections of one tile are the
+model's own output and never merge with each other, so an image that fits one tile gives
+exactly the untiled detections.
+"""
+import numpy as np
+
+__all__ = ["tile_windows", "merge_tiled", "detect_tiled"]
+
+
+def tile_windows(height, width, size, overlap):
+    """(T, 4) int windows ``[x0, y0, x1, y1]`` covering a ``height`` × ``width`` image."""
+    size, overlap = int(size), int(overlap)
+    if size <= 0:
+        raise ValueError(f"TEST.TILE.SIZE must be > 0 to tile, got {size}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"TEST.TILE.OVERLAP must be in [0, TEST.TILE.SIZE={size}), got {overlap}")
+
+    def starts(extent):
+        if extent <= size:
+            return np.zeros(1, np.int64)
+        count = int(np.ceil((extent - overlap) / (size - overlap)))
+        # evenly spread, the last flush with the edge: every overlap is >= ``overlap``
+        return np.round(np.linspace(0, extent - size, count)).astype(np.int64)
+
+    ys, xs = starts(int(height)), starts(int(width))
+    y0, x0 = np.meshgrid(ys, xs, indexing="ij")
+    x0, y0 = x0.ravel(), y0.ravel()
+    return np.stack([x0, y0, np.minimum(x0 + size, width), np.minimum(y0 + size, height)], axis=1)
+
+
+def merge_tiled(boxes, scores, classes, tiles, iou_thresh=0.5, containment_thresh=0.7):
+    """Merge the detections of several tiles (image coordinates; ``tiles``: each one's tile
+    index). Returns ``(boxes, scores, classes)``, by decreasing score."""
+    order = np.argsort(-scores, kind="stable")
+    boxes = boxes[order].astype(np.float32).copy()
+    scores, classes, tiles = scores[order], classes[order], tiles[order]
+    n = len(scores)
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    absorbed = np.zeros(n, bool)
+    # one pass per kept detection, vectorised over the lower-scored ones
+    for i in range(n):
+        if absorbed[i]:
+            continue
+        rest = np.nonzero(~absorbed[i + 1:] & (classes[i + 1:] == classes[i]) & (tiles[i + 1:] != tiles[i]))[0] + i + 1
+        if len(rest) == 0:
+            continue
+        lt = np.maximum(boxes[i, :2], boxes[rest, :2])
+        rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
+        inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
+        union = area[i] + area[rest] - inter
+        smaller = np.minimum(area[i], area[rest])
+        hit = rest[(inter > iou_thresh * union) | (inter > containment_thresh * smaller)]
+        if len(hit):
+            absorbed[hit] = True
+            boxes[i, :2] = np.minimum(boxes[i, :2], boxes[hit, :2].min(axis=0))
+            boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[hit, 2:].max(axis=0))
+            area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+    keep = ~absorbed
+    return boxes[keep], scores[keep], classes[keep]
+
+
+def detect_tiled(height, width, size, overlap, detect, iou_thresh=0.5, containment_thresh=0.7,
+                 max_detections=100):
+    """Detections of a ``height`` × ``width`` image, tiled: ``detect(windows)`` returns, for
+    each window, its ``(boxes, scores, classes)`` in the window's pixels. One window: its own
+    detections, untouched. Else shifted to the image, merged, the best ``max_detections``."""
+    windows = tile_windows(height, width, size, overlap)
+    results = detect(windows)
+    if len(windows) == 1:
+        return results[0]
+    boxes = np.concatenate([b.reshape(-1, 4) + np.tile(w[:2], 2) for (b, _, _), w in zip(results, windows)])
+    scores = np.concatenate([s for _, s, _ in results])
+    classes = np.concatenate([c for _, _, c in results])
+    tiles = np.concatenate([np.full(len(s), i) for i, (_, s, _) in enumerate(results)])
+    boxes, scores, classes = merge_tiled(boxes, scores, classes, tiles, iou_thresh, containment_thresh)
+    return boxes[:max_detections], scores[:max_detections], classes[:max_detections]
