@@ -25,6 +25,7 @@ def main(out_dir, teacher_yaml, teacher_weights, opts):
     default_setup(cfg, type("Args", (), {"config_file": "", "eval_only": False})())
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=False)
+    initial = {k: v.detach().clone() for k, v in getattr(trainer.model, "module", trainer.model).named_parameters()}
     trainer.train()
     model = trainer.model
     wrapped = type(model).__name__
@@ -33,6 +34,7 @@ def main(out_dir, teacher_yaml, teacher_weights, opts):
         "rank": comm.get_rank(),
         "wrapper": wrapped,
         "params": {k: v.detach().clone() for k, v in inner.named_parameters()},
+        "initial_params": initial,
         "teacher_wrapped": any(isinstance(m, torch.nn.parallel.DistributedDataParallel)
                                for m in inner.teacher.modules()),
         "teacher_in_ddp_params": len({id(p) for p in inner.teacher.parameters()}

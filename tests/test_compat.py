@@ -6,11 +6,22 @@ from tkd_d2 import compat
 
 
 def test_detectron2_modules_import():
-    import detectron2.data.transforms  # noqa: F401  (PIL.Image.LINEAR default argument)
+    import inspect
+    import sys
+
+    from PIL import Image
+
+    import detectron2.data.transforms as T  # (PIL.Image.LINEAR default argument)
     import detectron2.evaluation.fast_eval_api  # noqa: F401  (imports _C)
     import detectron2.layers  # noqa: F401  (imports _C)
     import detectron2.model_zoo  # noqa: F401  (imports pkg_resources)
-    from detectron2.engine import DefaultTrainer  # noqa: F401
+    from detectron2.engine import DefaultTrainer
+
+    # the default that named the removed alias is a real resampling filter (bilinear, as upstream)
+    default = inspect.signature(T.ResizeTransform.__init__).parameters["interp"].default
+    assert default in (None, Image.BILINEAR), default
+    assert callable(sys.modules["pkg_resources"].resource_filename)
+    assert callable(DefaultTrainer.train)
 
 
 @pytest.mark.skipif(compat.HAS_C_EXTENSION, reason="detectron2 here has its C++ extension")

@@ -3,7 +3,6 @@ import collections
 import json
 import logging
 import os
-import time
 
 import cv2
 import numpy as np
@@ -533,13 +532,10 @@ def test_mapper_names_an_unreadable_image(tmp_path):
 # ------------------------------------------------------------------------------ real NEU-DET
 def test_real_neu_det_split_classes_and_quirks(neu_det_root, restore_registrations, caplog):
     register_all(neu_det_root)
-    start = time.perf_counter()
     with caplog.at_level(logging.WARNING, logger="tkd_d2.data.voc"):
         train, test = DatasetCatalog.get("neu_det_train"), DatasetCatalog.get("neu_det_test")
-    elapsed = time.perf_counter() - start
 
     assert (len(train), len(test)) == (1440, 360)
-    assert elapsed < 3.0, f"loading 1,800 XMLs took {elapsed:.2f}s"
     assert not caplog.records  # no box dropped
     assert MetadataCatalog.get("neu_det_test").thing_classes == list(NEU_DET_CLASSES)
     counts = collections.Counter(

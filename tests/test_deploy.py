@@ -189,8 +189,15 @@ def test_exported_ap_equals_eager_ap(exported, tmp_path):
     eager = Trainer.test(cfg, model)["bbox"]
     onnx = Trainer.test(cfg, ExportedModelAdapter.from_config(onnx_dir, cfg))["bbox"]
     assert set(onnx) == set(eager)
+    # not a comparison of two empty results (0 vs 0 holds for any export)
+    if not eager["AP50"] > 0:
+        pytest.skip("this random student finds no defect (AP50 0): nothing to compare; the detections "
+                    "themselves are compared in test_onnx_predictor_gives_the_eager_predictors_detections")
     for key, value in eager.items():
-        assert abs(onnx[key] - value) <= 0.1 or (value != value and onnx[key] != onnx[key]), key
+        if value != value:  # NaN: a class without ground truth, in both or in neither
+            assert onnx[key] != onnx[key], (key, onnx[key])
+        else:
+            assert abs(onnx[key] - value) <= 0.1, (key, value, onnx[key])
 
 
 @pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)

@@ -6,6 +6,8 @@ import time
 
 from detectron2.data import (build_detection_test_loader, build_detection_train_loader,
                              get_detection_dataset_dicts)
+from detectron2.data.samplers import (RandomSubsetTrainingSampler, RepeatFactorTrainingSampler,
+                                      TrainingSampler)
 from detectron2.engine import DefaultTrainer
 from detectron2.utils import comm
 
@@ -15,6 +17,8 @@ from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
 from ..modeling.tiled import tiled
 from .hooks import TKDHook
+from .resume import (ResumableSampler, loss_normalizers, metric_history, restore_metric_history, rng_state,
+                     set_loss_normalizers, set_rng_state)
 
 __all__ = ["Trainer", "unwrap_model"]
 
@@ -40,6 +44,47 @@ class Trainer(DefaultTrainer):
             if hasattr(h, "checkpointer"):
                 h.checkpointer = self.checkpointer
 
+    # ------------------------------------------------------------------ resume
+    # A resumed run continues as if never stopped (tkd_d2/engine/resume.py): the optimizer
+    # (momentum), the detectors' loss normalizer, the data position, the random state and the
+    # logged metrics' window.
+    def state_dict(self):
+        state = super().state_dict()
+        # upstream DefaultTrainer saves its SimpleTrainer's state (the optimizer); the 0.6 snapshot does not
+        state["_trainer"] = self._trainer.state_dict()
+        state["loss_normalizers"] = loss_normalizers(unwrap_model(self.model))
+        if getattr(self, "storage", None) is not None:  # saved during training
+            state["metric_history"] = metric_history(self.storage)
+        if comm.get_world_size() == 1:  # only rank 0 writes: its random state is no other rank's
+            state["rng"] = rng_state()
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        if "_trainer" in state:
+            self._trainer.load_state_dict(state["_trainer"])
+        else:
+            logger.warning("The checkpoint holds no optimizer state (written before it was saved): "
+                           "the optimizer's momentum restarts from zero")
+        set_loss_normalizers(unwrap_model(self.model), state.get("loss_normalizers", {}))
+        self._resume_state = {k: state[k] for k in ("metric_history", "rng") if k in state}
+
+    def resume_or_load(self, resume=True):
+        self._resume_state = {}
+        super().resume_or_load(resume=resume)
+        sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
+        if self.start_iter > 0 and sampler is not None:
+            sampler.resume_at(self.start_iter)
+
+    def before_train(self):
+        super().before_train()
+        # last, after the hooks (a teacher evaluation draws random numbers too)
+        resume_state = getattr(self, "_resume_state", {})
+        if "metric_history" in resume_state:
+            restore_metric_history(self.storage, resume_state["metric_history"])
+        if "rng" in resume_state and comm.get_world_size() == 1:
+            set_rng_state(resume_state["rng"])
+
     def build_hooks(self):
         hooks = super().build_hooks()
         # First: the teacher is reported (and evaluated) before anything else runs.
@@ -64,8 +109,11 @@ class Trainer(DefaultTrainer):
                 cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
             )
             cls.check_images(cfg, dataset, cfg.DATASETS.TRAIN)
-            return build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True),
-                                                dataset=dataset)
+            sampler = cls.build_train_sampler(cfg, dataset)
+            loader = build_detection_train_loader(cfg, mapper=TKDDatasetMapper(cfg, is_train=True),
+                                                  dataset=dataset, sampler=sampler)
+            loader.resumable_sampler = sampler  # resume_or_load sets where it starts
+            return loader
         except AssertionError as e:  # detectron2 asserts on empty datasets; say what to do
             if "is empty" in str(e) or "No valid data" in str(e):
                 raise DatasetFormatError(
@@ -75,6 +123,22 @@ class Trainer(DefaultTrainer):
                     "is True."
                 ) from None
             raise
+
+    @staticmethod
+    def build_train_sampler(cfg, dataset):
+        """detectron2's sampler for DATALOADER.SAMPLER_TRAIN, able to resume mid-stream."""
+        name = cfg.DATALOADER.SAMPLER_TRAIN
+        if name == "TrainingSampler":
+            sampler = TrainingSampler(len(dataset))
+        elif name == "RepeatFactorTrainingSampler":
+            sampler = RepeatFactorTrainingSampler(RepeatFactorTrainingSampler.repeat_factors_from_category_frequency(
+                dataset, cfg.DATALOADER.REPEAT_THRESHOLD))
+        elif name == "RandomSubsetTrainingSampler":
+            sampler = RandomSubsetTrainingSampler(len(dataset), cfg.DATALOADER.RANDOM_SUBSET_RATIO)
+        else:
+            raise ValueError(f"Unknown training sampler: {name}")
+        landscape = [d["width"] > d["height"] for d in dataset] if cfg.DATALOADER.ASPECT_RATIO_GROUPING else None
+        return ResumableSampler(sampler, cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(), landscape)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
