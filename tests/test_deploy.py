@@ -316,3 +316,29 @@ def test_evaluating_an_export_at_another_test_size_is_an_error(exported):
 def test_folder_without_an_export_is_an_error(tmp_path):
     with pytest.raises(DeployError, match="deploy.json not found"):
         OnnxPredictor(str(tmp_path))
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+@pytest.mark.parametrize("exported", ["retinanet_R_18"], indirect=True)
+def test_tiled_export_gives_the_eager_tiled_detections(exported, tmp_path):
+    """TEST.TILE in the export: the predictor tiles and merges as the eager model does."""
+    from tkd_d2.modeling.tiled import TiledDetector
+
+    cfg, weights, _ = exported
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.TEST.TILE.SIZE, cfg.TEST.TILE.OVERLAP = 64, 16
+    export_model(cfg, str(tmp_path / "onnx"), weights=weights)
+    assert read_deploy_info(str(tmp_path / "onnx"))["tile"] == {
+        "size": 64, "overlap": 16, "iou_thresh": 0.5, "containment_thresh": 0.7}
+    eager, onnx = Predictor(cfg, weights), OnnxPredictor(str(tmp_path / "onnx"))
+    assert isinstance(eager.model, TiledDetector)
+    for image in test_images(cfg):  # 128 px at the test scale: 9 or more tiles each
+        expected = eager(image)["instances"]
+        got = onnx(image)["instances"]
+        assert len(expected) >= 5
+        assert_same_detections(got, expected, image.shape[:2], cfg.TEST.DETECTIONS_PER_IMAGE)
+    # and the evaluation of this export asks for the same tiles
+    cfg.TEST.TILE.SIZE = 0
+    with pytest.raises(DeployError, match="TEST.TILE"):
+        ExportedModelAdapter.from_config(str(tmp_path / "onnx"), cfg)

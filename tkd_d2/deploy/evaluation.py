@@ -15,7 +15,10 @@ class ExportedModelAdapter(nn.Module):
     list, computed by the exported model in ``model_dir`` (ONNX Runtime or TorchScript).
 
     The mapper's resized image is what the eager model sees, so both are evaluated on the
-    same pixels."""
+    same pixels. The export's predictor tiles by itself (deploy.json's ``tile``), so the
+    evaluation does not wrap the adapter in tiles (``tiles_itself``)."""
+
+    tiles_itself = True
 
     @classmethod
     def from_config(cls, model_dir, cfg, **predictor_kwargs):
@@ -30,6 +33,14 @@ class ExportedModelAdapter(nn.Module):
                 f"{resize['max_size']}, the config evaluates at INPUT.MIN_SIZE_TEST {wanted[0]} / "
                 f"INPUT.MAX_SIZE_TEST {wanted[1]}: pass the config (and overrides) it was "
                 "exported with")
+        tile = adapter.predictor.tile
+        exported = (int(tile["size"]), int(tile["overlap"]), float(tile["iou_thresh"]), float(tile["containment_thresh"]))
+        wanted = (int(cfg.TEST.TILE.SIZE), int(cfg.TEST.TILE.OVERLAP), float(cfg.TEST.TILE.IOU_THRESH),
+                  float(cfg.TEST.TILE.CONTAINMENT_THRESH))
+        if exported != wanted and (exported[0] > 0 or wanted[0] > 0):
+            raise DeployError(
+                f"{model_dir} was exported with tiles (size, overlap, IoU, containment) {exported}, the "
+                f"config evaluates with TEST.TILE {wanted}: pass the config (and overrides) it was exported with")
         return adapter
 
     def __init__(self, model_dir, input_format="BGR", **predictor_kwargs):

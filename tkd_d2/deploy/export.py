@@ -110,7 +110,7 @@ def _export_torchscript(deployable, image, path):
 
 def export_model(cfg, output_dir, fmt="onnx", weights=None, sample_image=None,
                  source_config=None):
-    """Write ``output_dir``/{model.onnx | model.ts, deploy.json, predictor.py}; return the
+    """Write ``output_dir``/{model.onnx | model.ts, deploy.json, predictor.py, tiling.py}; return the
     deploy.json content (with ``model_path``)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r} is not one of {list(FORMATS)}")
@@ -149,6 +149,10 @@ def export_model(cfg, output_dir, fmt="onnx", weights=None, sample_image=None,
         "topk_candidates": int(detector.test_topk_candidates),
         "nms_threshold": float(detector.test_nms_thresh),
         "max_detections": int(detector.max_detections_per_image),
+        # TEST.TILE: the predictor tiles larger (resized) images and merges as the eager model
+        "tile": {"size": int(cfg.TEST.TILE.SIZE), "overlap": int(cfg.TEST.TILE.OVERLAP),
+                 "iou_thresh": float(cfg.TEST.TILE.IOU_THRESH),
+                 "containment_thresh": float(cfg.TEST.TILE.CONTAINMENT_THRESH)},
         "onnx_opset": ONNX_OPSET if fmt == "onnx" else None,
         "source": {"config": source_config, "weights": weights or cfg.MODEL.WEIGHTS,
                    "torch": torch.__version__,
@@ -158,5 +162,8 @@ def export_model(cfg, output_dir, fmt="onnx", weights=None, sample_image=None,
     atomic_write_json(os.path.join(output_dir, DEPLOY_FILE), info)
     shutil.copyfile(os.path.join(os.path.dirname(__file__), "runtime.py"),
                     os.path.join(output_dir, "predictor.py"))
+    # the one tile-merge rule, imported by predictor.py beside it
+    shutil.copyfile(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tiling.py"),
+                    os.path.join(output_dir, "tiling.py"))
     logger.info("exported %s (%s) to %s", cfg.MODEL.META_ARCHITECTURE, fmt, model_path)
     return dict(info, model_path=model_path)

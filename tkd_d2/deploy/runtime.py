@@ -1,10 +1,10 @@
 """Run an exported detector: :class:`OnnxPredictor` (ONNX Runtime) and
 :class:`TorchScriptPredictor`, with detectron2's ``DefaultPredictor`` interface.
 
-This file imports only numpy, OpenCV and the runtime (onnxruntime / torch) at the top, and no
-other part of tkd_d2: ``tools/export.py`` copies it into every export folder as
-``predictor.py``, so a machine with neither detectron2 nor this project installed runs the
-model with ``from predictor import OnnxPredictor``. Where detectron2 is importable the results
+This file imports only numpy, OpenCV and the runtime (onnxruntime / torch) at the top, and of
+tkd_d2 only its numpy tiling module: ``tools/export.py`` copies both into every export folder
+(``predictor.py``, ``tiling.py``), so a machine with neither detectron2 nor this project
+installed runs the model with ``from predictor import OnnxPredictor``. Where detectron2 is importable the results
 come back as detectron2 ``Instances`` (Visualizer, evaluators work unchanged); otherwise as a
 :class:`Detections` of numpy arrays with the same field names.
 
@@ -12,8 +12,9 @@ Export folder (``deploy.json``, format version 1)::
 
     model.onnx / model.ts   graph: uint8 (H, W, 3) BGR image → boxes (N, 4) float32 XYXY,
                             scores (N,) float32, classes (N,) int64, in that image's pixels
-    deploy.json             classes, input rules (resize, channel order), thresholds, ...
+    deploy.json             classes, input rules (resize, channel order), thresholds, tiles
     predictor.py            this file
+    tiling.py               tkd_d2/tiling.py: the tile windows and merge of TEST.TILE
 
 The graph runs on the image resized as detectron2's test-time ``ResizeShortestEdge`` sizes it
 (:func:`resized_shape`); the predictor resizes with ``cv2.INTER_LINEAR`` (detectron2 resizes
@@ -28,8 +29,10 @@ import numpy as np
 
 try:  # inside the package: the project's error family; a copied predictor.py: a plain one
     from ..errors import TKDError as _ErrorBase
+    from ..tiling import detect_tiled, tile_windows
 except ImportError:  # pragma: no cover - only outside the package
     _ErrorBase = RuntimeError
+    from tiling import detect_tiled, tile_windows
 
 __all__ = [
     "DeployError", "OnnxPredictor", "TorchScriptPredictor", "Detections", "load_predictor",
@@ -132,6 +135,15 @@ class _ExportedPredictor:
         self.classes = list(self.info["classes"])
         resize = self.info["input"]["resize"]
         self.min_size, self.max_size = int(resize["min_size"]), int(resize["max_size"])
+        # exports written before tiling have no "tile": never tiled
+        self.tile = dict({"size": 0, "overlap": 0, "iou_thresh": 0.5, "containment_thresh": 0.7},
+                         **self.info.get("tile", {}))
+        self.max_detections = int(self.info.get("max_detections", 100))
+        if self.tile["size"] > 0:
+            try:
+                tile_windows(1, 1, self.tile["size"], self.tile["overlap"])
+            except ValueError as e:
+                raise DeployError(f"{model_dir}/{DEPLOY_FILE} tile: {e}") from None
 
     def run_resized(self, image):
         """The graph on an already resized uint8 (H, W, 3) BGR image: boxes, scores, classes
@@ -158,10 +170,28 @@ class _ExportedPredictor:
             new_h, new_w = resized_shape(*output_size, self.min_size, self.max_size)
             if (new_h, new_w) != output_size:
                 image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-        boxes, scores, classes = self.run_resized(np.ascontiguousarray(image))
+        boxes, scores, classes = self.run_tiled(np.ascontiguousarray(image))
         boxes, scores, classes = rescale_boxes(boxes, scores, classes.astype(np.int64),
                                                image.shape[:2], output_size)
         return to_instances(tuple(output_size), boxes, scores, classes)
+
+    def run_tiled(self, image):
+        """:meth:`run_resized`, on the tiles of deploy.json's ``tile`` where the image is
+        larger than one (the eager model's windows and merge, tkd_d2/tiling.py)."""
+        size = int(self.tile["size"])
+        if size <= 0:
+            return self.run_resized(image)
+
+        def detect(windows):  # each tile's boxes clipped to it, as the eager model's postprocess does
+            out = []
+            for x0, y0, x1, y1 in windows:
+                boxes, scores, classes = self.run_resized(np.ascontiguousarray(image[y0:y1, x0:x1]))
+                out.append(rescale_boxes(boxes, scores, classes, (y1 - y0, x1 - x0), (y1 - y0, x1 - x0)))
+            return out
+
+        return detect_tiled(image.shape[0], image.shape[1], size, int(self.tile["overlap"]), detect,
+                            float(self.tile["iou_thresh"]), float(self.tile["containment_thresh"]),
+                            self.max_detections)
 
     def __call__(self, original_image):
         """One BGR uint8 (H, W, 3) image → ``{"instances": ...}``, as ``DefaultPredictor``."""
