@@ -142,3 +142,21 @@ def test_registration_is_lazy_and_generates_on_first_get(tmp_path):
     assert MetadataCatalog.get(name).thing_classes == list(SYNTHETIC_CLASSES)
     DatasetCatalog.remove(name)
     MetadataCatalog.remove(name)
+
+
+def test_large_image_mode_places_small_defects_on_a_large_surface(tmp_path):
+    """DATASETS.SYNTHETIC.DEFECT_SIZE: defects drawn on a small canvas, anywhere on a large image."""
+    from tkd_d2.data.synthetic import generate_synthetic_defects, synthetic_cache_dir
+
+    dicts = generate_synthetic_defects(str(tmp_path / "large"), 3, image_size=640, seed=1, defect_size=64)
+    boxes = [a["bbox"] for d in dicts for a in d["annotations"]]
+    assert all(d["height"] == d["width"] == 640 for d in dicts)
+    assert all(len(d["annotations"]) >= 2 for d in dicts)
+    assert all(0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 640 and x2 - x1 <= 64 and y2 - y1 <= 64
+               for x1, y1, x2, y2 in boxes)
+    # spread over the surface, not in one corner
+    centres = np.array([[(x1 + x2) / 2, (y1 + y2) / 2] for x1, y1, x2, y2 in boxes])
+    assert centres.max() > 320 and centres.min() < 320
+    assert synthetic_cache_dir("r", "train", 3, 640, 1, 64) != synthetic_cache_dir("r", "train", 3, 640, 1)
+    with pytest.raises(ValueError, match="DATASETS.SYNTHETIC.DEFECT_SIZE"):
+        generate_synthetic_defects(str(tmp_path / "bad"), 1, image_size=200, defect_size=200)

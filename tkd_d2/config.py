@@ -124,6 +124,9 @@ def add_tkd_config(cfg):
     _C.DATASETS.SYNTHETIC.NUM_TEST = 60  # images in synthetic_defects_test
     _C.DATASETS.SYNTHETIC.IMAGE_SIZE = 200  # square side, pixels (NEU-DET is 200)
     _C.DATASETS.SYNTHETIC.SEED = 0
+    # > 0 (< IMAGE_SIZE): large-image mode: each defect drawn on a canvas this large and
+    # placed at a random spot (e.g. IMAGE_SIZE 1536, DEFECT_SIZE 96: 10-60 px defects).
+    _C.DATASETS.SYNTHETIC.DEFECT_SIZE = 0
 
     # ---------------------------------------------------------------- TKD distiller
     _C.MODEL.TKD = CN()

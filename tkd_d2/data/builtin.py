@@ -62,7 +62,7 @@ _BUILTIN_VOC = {
     "gc10_det": ("GC10-DET", GC10_DET_CLASSES),
 }
 # Same defaults as DATASETS.SYNTHETIC.* in tkd_d2/config.py.
-_SYNTHETIC_DEFAULTS = {"num_train": 240, "num_test": 60, "image_size": 200, "seed": 0}
+_SYNTHETIC_DEFAULTS = {"num_train": 240, "num_test": 60, "image_size": 200, "seed": 0, "defect_size": 0}
 
 
 def default_root():
@@ -95,6 +95,7 @@ def register_all(
     synthetic_num_test=_SYNTHETIC_DEFAULTS["num_test"],
     synthetic_image_size=_SYNTHETIC_DEFAULTS["image_size"],
     synthetic_seed=_SYNTHETIC_DEFAULTS["seed"],
+    synthetic_defect_size=_SYNTHETIC_DEFAULTS["defect_size"],
 ):
     """(Re-)register the builtin datasets under ``root`` (default :func:`default_root`)."""
     root = default_root() if root is None else os.path.expanduser(root)
@@ -122,6 +123,7 @@ def register_all(
             num_images,
             image_size=synthetic_image_size,
             seed=synthetic_seed,
+            defect_size=synthetic_defect_size,
         )
 
 
@@ -185,6 +187,7 @@ def register_from_cfg(cfg, root=None):
         synthetic_num_test=synthetic.NUM_TEST,
         synthetic_image_size=synthetic.IMAGE_SIZE,
         synthetic_seed=synthetic.SEED,
+        synthetic_defect_size=synthetic.DEFECT_SIZE,
     )
     classes = list(cfg.DATASETS.CUSTOM.CLASSES)
     entries = [parse_custom_entry(entry) for entry in cfg.DATASETS.CUSTOM.ENTRIES]

@@ -13,6 +13,10 @@ rolled-in_scale     scattered small dark flakes elongated along the rolling dire
 scratches           one long thin (slightly curved) bright or dark line, any direction
 ==================  ================================================================
 
+Large-image mode (``defect_size`` < ``image_size``, issue #27): each defect is drawn on a
+``defect_size`` canvas and placed at a random spot of a large surface, so defects stay a few
+dozen pixels across on 1024-2048 px images; a large image holds 2-8 of them.
+
 Every defect is drawn into its own mask; its box is the tight box of the mask's visible
 pixels (inside the image by construction). The output folder is a VOC dataset
 (``IMAGES/*.jpg``, ``ANNOTATIONS/*.xml``) read back with :func:`load_voc_instances`, plus a
@@ -226,19 +230,24 @@ def _overlap(a, b):
     return iw * ih / min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
 
 
-def render_defect_image(rng, size, first_kind):
-    """One image: (uint8 (size, size) array, [(class_name, box XYXY_ABS)])."""
+def render_defect_image(rng, size, first_kind, defect_size=None):
+    """One image: (uint8 (size, size) array, [(class_name, box XYXY_ABS)]). ``defect_size``
+    (< ``size``): each defect drawn on a canvas that large, placed at a random spot."""
     image = steel_texture(rng, size)
-    kinds = [first_kind] + list(rng.integers(0, len(_DRAWERS), rng.integers(0, 4)))
+    canvas = size if not defect_size or defect_size >= size else int(defect_size)
+    extra = rng.integers(0, 4) if canvas == size else rng.integers(1, 8)
+    kinds = [first_kind] + list(rng.integers(0, len(_DRAWERS), extra))
     objects = []
     for kind in kinds:
         for _attempt in range(8):
-            mask, amplitude = _DRAWERS[kind](rng, size)
+            mask, amplitude = _DRAWERS[kind](rng, canvas)
             box = _tight_box(mask)
             if box is None or box[2] - box[0] < 2 or box[3] - box[1] < 2:
                 continue
+            x0, y0 = (0, 0) if canvas == size else (int(v) for v in rng.integers(0, size - canvas + 1, 2))
+            box = [box[0] + x0, box[1] + y0, box[2] + x0, box[3] + y0]
             if all(_overlap(box, other) <= _MAX_OVERLAP for _, other in objects):
-                image += amplitude * mask
+                image[y0:y0 + canvas, x0:x0 + canvas] += amplitude * mask
                 objects.append((SYNTHETIC_CLASSES[kind], box))
                 break
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), objects
@@ -250,14 +259,17 @@ def _split_seed(seed, split):
     return np.random.SeedSequence([int(seed), zlib.crc32(split.encode("utf-8"))])
 
 
-def _params(num_images, image_size, seed, split):
-    return {
+def _params(num_images, image_size, seed, split, defect_size=0):
+    params = {
         "version": GENERATOR_VERSION,
         "num_images": int(num_images),
         "image_size": int(image_size),
         "seed": int(seed),
         "split": split,
     }
+    if defect_size:  # large-image mode only: the NEU-DET-like sets keep their cache key
+        params["defect_size"] = int(defect_size)
+    return params
 
 
 def _is_complete(out_dir, params):
@@ -290,7 +302,8 @@ def _write_dataset(out_dir, params):
     per_image = _split_seed(params["seed"], split).spawn(params["num_images"])
     for index, seed_sequence in enumerate(per_image):
         rng = np.random.default_rng(seed_sequence)
-        image, objects = render_defect_image(rng, size, first_kind=index % len(SYNTHETIC_CLASSES))
+        image, objects = render_defect_image(rng, size, first_kind=index % len(SYNTHETIC_CLASSES),
+                                             defect_size=params.get("defect_size"))
         stem = f"synthetic_{split}_{index:06d}"
         ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY])
         if not ok:
@@ -327,19 +340,23 @@ def _looks_generated(out_dir):
     return set(os.listdir(out_dir)) <= {"IMAGES", "ANNOTATIONS", DONE_MARKER}
 
 
-def generate_synthetic_defects(out_dir, num_images, image_size=200, seed=0, split="train"):
+def generate_synthetic_defects(out_dir, num_images, image_size=200, seed=0, split="train", defect_size=0):
     """Generate (or reuse) a synthetic defect dataset in ``out_dir``; return its dataset dicts.
 
     ``out_dir`` is reused when its ``DONE`` marker records the same parameters; otherwise it
     is generated in a temporary sibling folder and moved into place (so an interrupted or
     concurrent generation never leaves a half-written ``out_dir`` that looks complete).
     Classes: :data:`SYNTHETIC_CLASSES`; every class appears when ``num_images >= 6``.
+    ``defect_size`` > 0 (and < ``image_size``): the large-image mode (module docstring).
     """
     if int(num_images) < 1 or int(image_size) < 32:
         raise ValueError(
             f"need num_images >= 1 and image_size >= 32, got {num_images}, {image_size}"
         )
-    params = _params(num_images, image_size, seed, split)
+    if defect_size and not 32 <= int(defect_size) < int(image_size):
+        raise ValueError(f"DATASETS.SYNTHETIC.DEFECT_SIZE must be 0 or in [32, IMAGE_SIZE={image_size}), "
+                         f"got {defect_size}")
+    params = _params(num_images, image_size, seed, split, defect_size)
     out_dir = os.path.normpath(out_dir)
     if _is_complete(out_dir, params):
         return _load(out_dir)
@@ -370,21 +387,22 @@ def generate_synthetic_defects(out_dir, num_images, image_size=200, seed=0, spli
     return _load(out_dir)
 
 
-def synthetic_cache_dir(root, split, num_images, image_size=200, seed=0):
+def synthetic_cache_dir(root, split, num_images, image_size=200, seed=0, defect_size=0):
     """Folder under ``root`` for the generated dataset with these parameters."""
-    key = f"{split}-n{int(num_images)}-size{int(image_size)}-seed{int(seed)}-v{GENERATOR_VERSION}"
+    large = f"-defects{int(defect_size)}" if defect_size else ""
+    key = f"{split}-n{int(num_images)}-size{int(image_size)}{large}-seed{int(seed)}-v{GENERATOR_VERSION}"
     return os.path.join(root, "synthetic_defects", key)
 
 
-def register_synthetic_defects(name, root, split, num_images, image_size=200, seed=0):
+def register_synthetic_defects(name, root, split, num_images, image_size=200, seed=0, defect_size=0):
     """Register a synthetic defect dataset, generated on the first ``DatasetCatalog.get``
     into :func:`synthetic_cache_dir` (``root/synthetic_defects/<parameters>``)."""
-    out_dir = synthetic_cache_dir(root, split, num_images, image_size, seed)
+    out_dir = synthetic_cache_dir(root, split, num_images, image_size, seed, defect_size)
     replace_registration(
         name,
-        lambda: generate_synthetic_defects(out_dir, num_images, image_size, seed, split),
+        lambda: generate_synthetic_defects(out_dir, num_images, image_size, seed, split, defect_size),
         thing_classes=list(SYNTHETIC_CLASSES),
         evaluator_type="coco",
         dirname=out_dir,
-        synthetic_params=_params(num_images, image_size, seed, split),
+        synthetic_params=_params(num_images, image_size, seed, split, defect_size),
     )
