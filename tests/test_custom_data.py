@@ -349,3 +349,24 @@ def test_max_iter_and_steps_never_reach_detectron2_unfit(opts, steps, warmup):
     assert tuple(cfg.SOLVER.STEPS) == steps and cfg.SOLVER.WARMUP_ITERS == warmup
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     build_lr_scheduler(cfg, optimizer)  # "Total num_updates must be greater ..." before
+
+
+def test_large_images_with_small_defects_get_crops_and_tiles_not_a_smaller_input():
+    from tkd_d2.data import derive_settings, inspect_dataset, settings_overrides
+    from tkd_d2.data.inspection import CROP_PX, MAX_CPU_INPUT_PX, format_inspection
+
+    # line-scan strips: 2048 x 1000 px with 20-60 px defects (GC10-DET-like)
+    dicts = _dicts([[(100, 100, 120, 120), (900, 400, 960, 460)]] * 10, size=(2048, 1000))
+    stats, arrays = inspect_dataset(dicts, ["spot"], check_images=False)
+    settings = derive_settings(stats, arrays)
+    assert settings["input"]["min_size"] > MAX_CPU_INPUT_PX  # the smallest boxes keep ~20 px
+    crops = settings["crops"]
+    assert crops["size"] == crops["tile"] == CROP_PX and 32 <= crops["overlap"] <= CROP_PX // 2
+    opts = settings_overrides(settings)
+    for key in ("INPUT.DEFECT_CROP.ENABLED", "INPUT.DEFECT_CROP.SIZE", "TEST.TILE.SIZE", "TEST.TILE.OVERLAP"):
+        assert key in opts
+    assert any("crops and tiles" in line for line in format_inspection(stats, settings))
+    # a CPU-sized input needs none; nor when asked not to
+    small = inspect_dataset(_dicts([[(0, 0, 40, 40)]] * 4), check_images=False)
+    assert "crops" not in derive_settings(*small)
+    assert "crops" not in derive_settings(stats, arrays, crops=False)
