@@ -39,6 +39,21 @@ class Trainer(DefaultTrainer):
             if hasattr(h, "checkpointer"):
                 h.checkpointer = self.checkpointer
 
+    def resume_or_load(self, resume=True):
+        """detectron2's, except that with nothing to load (no MODEL.WEIGHTS, nothing to
+        resume) it says what the model starts from, instead of "No checkpoint found.
+        Initializing model from scratch" right after the backbone's ImageNet weights loaded."""
+        if self.cfg.MODEL.WEIGHTS or (resume and self.checkpointer.has_checkpoint()):
+            return super().resume_or_load(resume=resume)
+        model = self.cfg.MODEL
+        if "efficientnet" in model.BACKBONE.NAME and model.EFFICIENTNET.PRETRAINED:
+            start = (f"the ImageNet weights of EfficientNet-{model.EFFICIENTNET.VARIANT.capitalize()} "
+                     "in the backbone (MODEL.EFFICIENTNET.PRETRAINED), the rest initialised afresh")
+        else:
+            start = "scratch (random initialisation)"
+        logger.info("No MODEL.WEIGHTS to load: the model starts from %s.", start)
+        self.start_iter = 0
+
     def build_hooks(self):
         hooks = super().build_hooks()
         # First: the teacher is reported (and evaluated) before anything else runs.
