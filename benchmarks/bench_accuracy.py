@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """Does TKD pay off on real steel defects? (BENCHMARKS.md, "Accuracy on NEU-DET")
 
-Every run is a real ``train_net.py`` training from scratch, then ``--eval-only`` with the
-plain student config. The ablations crd, ded and drd train the TKD config with only that
-part (``MODEL.TKD.PARTS``). Stages are resumable: a finished run (its ap_results.json exists) is
-skipped, an interrupted one resumes from its last checkpoint; results are written to
+Every run is a real training (the library's entry, as ``train_net.py`` runs it) from scratch,
+then ``--eval-only`` with the plain student config. The ablations crd, ded and drd train the
+TKD config with only that part (``MODEL.TKD.PARTS``). Runs are the pipeline's train and
+evaluate jobs (tkd_d2.pipeline): a finished run (its ap_results.json exists) is skipped, an
+interrupted one resumes from its last checkpoint; results are written to
 ``benchmarks/results/accuracy_<detector>.json`` after every run.
 
     export DETECTRON2_DATASETS=/path/holding/NEU-DET
@@ -18,9 +19,7 @@ import fcntl
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,6 +27,8 @@ from common import ROOT, add_results_dir_argument, machine, results_dir, write_r
 
 from tkd_d2.config import TKD_PARTS, is_distiller_config, load_config, schedule_overrides  # noqa: E402
 from tkd_d2.evaluation import RESULTS_FILE, load_ap_results, per_class_ap50_of  # noqa: E402
+from tkd_d2.pipeline import TINY_OPTS, Stage, StageError, StageRunner  # noqa: E402
+from tkd_d2.pipeline.training import entry_command, eval_job, train_job  # noqa: E402
 
 # teacher -> student backbone pairs: (teacher config, student config, TKD config, preset)
 PAIRS = {
@@ -44,45 +45,36 @@ CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "
               "INPUT.MAX_SIZE_TEST", "213", "MODEL.FPN.OUT_CHANNELS", "128", "SOLVER.IMS_PER_BATCH", "8",
               "SOLVER.CHECKPOINT_PERIOD", "250", "SOLVER.WARMUP_ITERS", "100", "MODEL.TKD.WARMUP_ITERS", "100"]
 CPU_PRESET_ITERS = (3000, 1500)
-TINY = ["DATASETS.SYNTHETIC.NUM_TRAIN", "12", "DATASETS.SYNTHETIC.NUM_TEST", "6",
-        "DATASETS.SYNTHETIC.IMAGE_SIZE", "128", "SOLVER.IMS_PER_BATCH", "2",
-        "DATALOADER.NUM_WORKERS", "0", "SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
-
-
-def run(cmd, log_path):
-    """Run a train_net command, streaming its output to a log file; raise on failure."""
-    print("$ " + " ".join(map(str, cmd)), flush=True)
-    with open(log_path, "a") as log:
-        proc = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              env=dict(os.environ, PYTHONWARNINGS="ignore"))
-    if proc.returncode != 0:
-        raise SystemExit(f"failed (exit {proc.returncode}); see {log_path}")
+TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
+# one run: train (reused when done, resumed when interrupted), then evaluate
+RUN_STAGES = {"train": Stage(1, precious=True), "eval": Stage(2, ("train",), precious=True)}
 
 
 def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
     """One resumable run: train (or resume), then evaluate with the plain config."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     ap_file = out / "eval" / "inference" / eval_dataset(opts) / RESULTS_FILE
-    if ap_file.is_file() and key in results["runs"]:
-        print(f"[{name}] done already: {ap_file}")
-        return
-    py = sys.executable
+    opts, entry = [str(o) for o in opts], entry_command()
     # not log.txt: detectron2's file logger writes that one, and the console's copy of each
     # line would appear there twice
-    log = out / "console.txt"
-    if not (out / "model_final.pth").is_file():
-        resume = ["--resume"] if (out / "last_checkpoint").is_file() else []
-        t0 = time.time()
-        run([py, "train_net.py", "--config-file", train_cfg, *resume, *opts, "OUTPUT_DIR", out,
-             "TEST.EVAL_PERIOD", "0"], log)
-        (out / "train_seconds.txt").write_text(f"{time.time() - t0:.1f}\n")
-    run([py, "train_net.py", "--eval-only", "--config-file", eval_cfg, *opts,
-         "OUTPUT_DIR", out / "eval", "MODEL.WEIGHTS", out / "model_final.pth"], log)
+    runner = StageRunner(out, RUN_STAGES, cwd=ROOT, env=dict(os.environ, PYTHONWARNINGS="ignore"),
+                         log_file=str(out / "console.txt"), status_file=None, echo=False)
+    try:
+        trained = runner.execute(train_job("train", name, entry, train_cfg, opts + ["TEST.EVAL_PERIOD", "0"],
+                                           str(out)))
+        evaluated = runner.execute(eval_job("eval", name, entry, eval_cfg, opts, str(out / "model_final.pth"),
+                                            str(out / "eval"), str(ap_file)))
+    except StageError as e:
+        raise SystemExit(str(e))
+    if trained:
+        (out / "train_seconds.txt").write_text(f"{runner.status.get('train')['seconds']:.1f}\n")
+    if not trained and not evaluated and key in results["runs"]:
+        print(f"[{name}] done already: {ap_file}")
+        return
     bbox = load_ap_results(ap_file)["bbox"]
     seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "nan"
     results["runs"][key] = {"config": train_cfg, "output": str(out), "bbox": bbox,
-                            "train_seconds": float(seconds), "opts": [str(o) for o in opts],
+                            "train_seconds": float(seconds), "opts": opts,
                             "command": " ".join(["python"] + sys.argv), "machine": machine()}
 
 

@@ -30,7 +30,7 @@ def measure(name, config, size, iters, warmup):
     from detectron2.modeling import build_model
     from fvcore.nn import FlopCountAnalysis
 
-    from tkd_d2.report import count_parameters, measure_cpu_speed
+    from tkd_d2.pipeline.speed import count_parameters, measure_cpu_speed
 
     cfg = load_cfg(f"configs/NEU-DET/{config}")
     model = build_model(cfg).eval()

@@ -6,7 +6,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import tkd_d2  # noqa: F401,E402  (adapts detectron2; must precede any detectron
 from tkd_d2.checkpoint import SafeCheckpointer
 from tkd_d2.config import load_config
 from tkd_d2.fileio import atomic_write_json
+from tkd_d2.pipeline.speed import sample_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -99,13 +99,8 @@ def fake_batch(num_images, size, boxes_per_image=3, seed=0):
 
 
 def median_time(fn, repeats, warmup=1):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    """(median seconds, all samples) of ``repeats`` calls ``fn()`` after ``warmup`` ones."""
+    times = sample_seconds(lambda _: fn(), repeats, warmup)
     return statistics.median(times), times
 
 
@@ -118,10 +113,7 @@ def interleaved_rounds(fns, rounds, inner=1, log=None):
     samples = {name: [] for name in fns}
     for r in range(rounds):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / inner)
+            samples[name].append(statistics.mean(sample_seconds(lambda _: fn(), inner)))
         if log:
             print(f"{log} round {r + 1}/{rounds}: " + ", ".join(
                 f"{k} {v[-1] * 1e3:.1f}ms" for k, v in samples.items()), file=sys.stderr, flush=True)

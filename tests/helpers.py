@@ -4,16 +4,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tkd_d2.pipeline import TINY_OPTS
+
 ROOT = Path(__file__).resolve().parents[1]
 
-# A tiny synthetic setting: seconds per training on 2 CPU cores.
-TINY = [
-    "DATASETS.SYNTHETIC.NUM_TRAIN", "12", "DATASETS.SYNTHETIC.NUM_TEST", "6",
-    "DATASETS.SYNTHETIC.IMAGE_SIZE", "128",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MIN_SIZE_TEST", "128",
-    "SOLVER.IMS_PER_BATCH", "2", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
-    "DATALOADER.NUM_WORKERS", "0", "SOLVER.CHECKPOINT_PERIOD", "1000",
-]
+# The pipeline's --tiny scale (seconds per training on 2 CPU cores), a short schedule.
+TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000"]
 
 
 def run_train_net(args, data_root, check=True, timeout=900):

@@ -15,14 +15,11 @@ from tkd_d2.deploy import (DeployError, ExportedModelAdapter, OnnxPredictor,
                            TorchScriptPredictor, export_model, read_deploy_info)
 from tkd_d2.engine import Predictor, resize_for_inference
 from tkd_d2.errors import CheckpointError, ConfigError
+from tkd_d2.pipeline import TINY_OPTS
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "DATASETS.SYNTHETIC.NUM_TRAIN", "4", "DATASETS.SYNTHETIC.NUM_TEST", "6",
-    "DATASETS.SYNTHETIC.IMAGE_SIZE", "128", "INPUT.MIN_SIZE_TEST", "128",
-    "INPUT.MAX_SIZE_TEST", "213", "DATALOADER.NUM_WORKERS", "0",
-    "MODEL.EFFICIENTNET.PRETRAINED", "False", "MODEL.TKD.TEACHER.WEIGHTS", "",
-]
+# the pipeline's --tiny scale, random (untrained) backbones and no teacher weights
+TINY = TINY_OPTS + ["MODEL.EFFICIENTNET.PRETRAINED", "False", "MODEL.TKD.TEACHER.WEIGHTS", ""]
 # one student of each family and backbone; the FCOS one through its TKD config
 CASES = {
     "retinanet_R_18": "configs/Synthetic/retinanet_R_18_FPN.yaml",
@@ -32,7 +29,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory):
-    """A private synthetic set (6 test images of 128 px)."""
+    """A private synthetic set (8 test images of 128 px)."""
     root = tmp_path_factory.mktemp("datasets")
     old = os.environ.get("DETECTRON2_DATASETS")
     os.environ["DETECTRON2_DATASETS"] = str(root)

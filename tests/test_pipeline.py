@@ -289,7 +289,7 @@ def test_help_explains_the_options():
 
 # ------------------------------------------------------------------------------ report helpers
 def test_metrics_of_a_resumed_run_keep_the_last_line_per_iteration(tmp_path):
-    from tkd_d2.report import load_metrics, split_loss_keys
+    from tkd_d2.pipeline.report import load_metrics, split_loss_keys
 
     path = tmp_path / "metrics.json"
     lines = [
@@ -307,7 +307,7 @@ def test_metrics_of_a_resumed_run_keep_the_last_line_per_iteration(tmp_path):
 
 
 def test_report_shows_nan_and_missing_classes_as_na(tmp_path):
-    from tkd_d2.report import write_report
+    from tkd_d2.pipeline.report import ModelResult, Report, StageTime, write_report
 
     results = {}
     for key, bbox in (("teacher", {"AP": 51.234567, "AP50": 80.0, "AP75": float("nan"),
@@ -316,13 +316,13 @@ def test_report_shows_nan_and_missing_classes_as_na(tmp_path):
         path = tmp_path / f"{key}.json"
         path.write_text(json.dumps({"dataset": "d", "bbox": bbox}))
         results[key] = str(path)
-    summary = {
-        "title": "t", "dataset": "d",
-        "models": [{"key": "teacher", "label": "T", "ap_results": results["teacher"]},
-                   {"key": "baseline", "label": "B", "ap_results": results["baseline"]},
-                   {"key": "tkd", "label": "K", "ap_results": str(tmp_path / "missing.json")}],
-        "stages": [{"label": "2 train teacher", "seconds": 75.0, "status": "done"}],
-    }
+    summary = Report(
+        title="t", dataset="d",
+        models=[ModelResult("teacher", "T", results["teacher"]),
+                ModelResult("baseline", "B", results["baseline"]),
+                ModelResult("tkd", "K", str(tmp_path / "missing.json"))],
+        stages=[StageTime("2 train teacher", 75.0, "done")],
+    )
     text = write_report(str(tmp_path / "report.md"), summary)
     rows = table_rows(section(text, "## Accuracy"))
     assert rows["T"][:3] == ["51.23", "80.00", "n/a"]
@@ -413,11 +413,11 @@ def test_stage_runner_names_the_failing_stage_and_its_log(tmp_path, capsys):
 
 
 def test_speed_section_rows_and_note():
-    from tkd_d2.report import speed_section
+    from tkd_d2.pipeline.report import speed_section
 
     measured = {"params": 10, "images_per_second": 2.0, "ms_per_image": 500.0, "warmup": 1,
                 "iters": 3, "threads": 2, "input_sizes": [[128, 128]]}
     section_ = speed_section({"teacher": dict(measured, params=20), "student": measured}, "T", "S")
-    assert [(r["label"], r["params"]) for r in section_["rows"]] == [("T", 20), ("S", 10)]
-    assert "1 warm-up + 3" in section_["note"] and "128x128 px" in section_["note"]
+    assert [(r.label, r.params) for r in section_.rows] == [("T", 20), ("S", 10)]
+    assert "1 warm-up + 3" in section_.note and "128x128 px" in section_.note
     assert speed_section(None, "T", "S") is None

@@ -143,7 +143,10 @@ def main(argv=None):
         os.path.expanduser(os.environ.get("DETECTRON2_DATASETS", "datasets"))
     )
     try:
-        Pipeline(options, project_root=REPO, written_by="tools/tkd_pipeline.py").run()
+        # the repository's train_net.py (the library's entry, tkd_d2.train, behind a
+        # thin script): the commands it prints and the report lists run from the project root
+        Pipeline(options, project_root=REPO, written_by="tools/tkd_pipeline.py",
+                 entry=[sys.executable, os.path.join(REPO, "train_net.py")]).run()
     except TKDError as e:
         print(f"\ntkd_pipeline.py: error: {e}", file=sys.stderr, flush=True)
         return 1

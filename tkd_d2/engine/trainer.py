@@ -70,8 +70,22 @@ class Trainer(DefaultTrainer):
         self._resume_state = {k: state[k] for k in ("metric_history", "rng") if k in state}
 
     def resume_or_load(self, resume=True):
+        """detectron2's, then the data stream set to where a resumed run stopped. With nothing
+        to load (no MODEL.WEIGHTS, nothing to resume) it says what the model starts from,
+        instead of "No checkpoint found. Initializing model from scratch" right after the
+        backbone's ImageNet weights loaded."""
         self._resume_state = {}
-        super().resume_or_load(resume=resume)
+        if self.cfg.MODEL.WEIGHTS or (resume and self.checkpointer.has_checkpoint()):
+            super().resume_or_load(resume=resume)
+        else:
+            model = self.cfg.MODEL
+            if "efficientnet" in model.BACKBONE.NAME and model.EFFICIENTNET.PRETRAINED:
+                start = (f"the ImageNet weights of EfficientNet-{model.EFFICIENTNET.VARIANT.capitalize()} "
+                         "in the backbone (MODEL.EFFICIENTNET.PRETRAINED), the rest initialised afresh")
+            else:
+                start = "scratch (random initialisation)"
+            logger.info("No MODEL.WEIGHTS to load: the model starts from %s.", start)
+            self.start_iter = 0
         sampler = getattr(self._trainer.data_loader, "resumable_sampler", None)
         if self.start_iter > 0 and sampler is not None:
             sampler.resume_at(self.start_iter)

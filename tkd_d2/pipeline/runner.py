@@ -1,11 +1,20 @@
-"""Generic stage machinery: a status file, subprocess stages with a log, timing, reuse checks.
+"""The stage model: what a stage is (:class:`Stage`, a row of a stage table), what one run of it
+does (:class:`Job`: settings, outputs, inputs, a command or a computation), and the one
+machine that runs jobs (:class:`StageRunner`).
 
-A :class:`StageRunner` knows only the stages it is given (name → :class:`Stage`: its number
-and the stages it depends on); what a stage does is up to its caller. It records every
-stage's status, wall time, command and settings in ``stages.json`` (:class:`Status`), runs
-commands with their output streamed to the console and to ``logs/<stage>.log``, and turns a
-failure into a one-line :class:`StageError` that names the stage and its log.
+The one reuse rule (:meth:`StageRunner.execute`): a job whose outputs are all present, no
+older than its input files, and whose settings equal those recorded in ``stages.json`` is
+reused; ``--redo`` and a rerun of a stage it depends on make it run again. Outputs made with
+other settings are remade, unless the stage is ``precious`` (a training, an evaluation):
+then the runner stops and asks for ``--redo`` rather than discard hours of work. An
+interrupted job with a checkpoint continues from it.
+
+The runner records every stage's status, wall time, command, settings (and an in-process
+job's result) in ``stages.json`` (:class:`Status`), runs commands with their output streamed
+to the console and to ``logs/<stage>.log``, and turns a failure into a one-line
+:class:`StageError` that names the stage and its log.
 """
+import dataclasses
 import datetime
 import json
 import os
@@ -15,12 +24,12 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import NamedTuple, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 from ..errors import TKDError
 from ..fileio import atomic_write_json
 
-__all__ = ["Stage", "StageRunner", "Status", "StageError", "SettingsChanged", "now"]
+__all__ = ["Job", "Stage", "StageRunner", "Status", "StageError", "SettingsChanged", "now"]
 
 
 class StageError(TKDError, RuntimeError):
@@ -32,8 +41,36 @@ class SettingsChanged(TKDError, RuntimeError):
 
 
 class Stage(NamedTuple):
+    """What a stage is, whatever the run: one row of a stage table ({name: Stage})."""
+
     number: int  # shown as "[stage number/total]"; several stages may share one
-    depends_on: Tuple[str, ...] = ()  # stages whose rerun makes this one run again
+    depends_on: Tuple[str, ...] = ()  # its input stages: their rerun makes this one run again
+    label: Optional[str] = None  # its row in the report's wall-time table (None: no row)
+    again: str = "run again"  # what --redo does to it, as the reuse message says
+    redo: bool = True  # a --redo choice
+    command: bool = False  # runs the training entry; the report lists the command
+    precious: bool = False  # costly outputs: other settings stop the run instead of remaking them
+
+
+@dataclasses.dataclass
+class Job:
+    """One run of a stage: its header, settings, outputs and inputs, and how it runs (a
+    ``command`` in a subprocess, or a ``compute`` in this process whose result is recorded)."""
+
+    name: str
+    title: str  # the "[stage k/N] title" header
+    settings: dict  # recorded in stages.json; other settings: remade (or stopped, if precious)
+    outputs: Sequence[str] = ()  # files that are there when the job is done
+    newer_than: Sequence[str] = ()  # input files: outputs older than one of them are stale
+    workdir: Optional[str] = None  # deleted when the job starts over
+    command: Optional[Sequence[str]] = None
+    compute: Optional[Callable[[], Any]] = None
+    record_result: bool = False  # compute's result is an output too (kept in stages.json)
+    checkpoint: Optional[str] = None  # left by an interrupted run: resume_command continues it
+    resume_command: Optional[Sequence[str]] = None
+    leftovers: Sequence[str] = ()  # deleted before a fresh start (an attempt's partial files)
+    precondition: Optional[Callable[[], None]] = None  # raises when the job cannot run yet
+    reused_text: Optional[str] = None  # "done before: <this>" (default: the first output)
 
 
 def now():
@@ -45,9 +82,9 @@ class Status:
     """``stages.json``: per stage its status, wall time, command and settings."""
 
     def __init__(self, path):
-        self.path = path
+        self.path = path  # None: kept in memory only
         self.data = {"version": 1, "stages": {}}
-        if os.path.isfile(path):
+        if path and os.path.isfile(path):
             try:
                 with open(path) as f:
                     self.data = json.load(f)
@@ -68,6 +105,8 @@ class Status:
         self.save()
 
     def save(self):
+        if not self.path:
+            return
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         atomic_write_json(self.path, self.data)
 
@@ -76,19 +115,24 @@ class StageRunner:
     """Runs and records the ``stages`` ({name: :class:`Stage`}) of one output folder.
 
     ``out_dir`` holds ``stages.json`` and ``logs/``; commands run from ``cwd`` with ``env``;
-    ``redo`` names the stages to start over.
+    ``redo`` names the stages to start over. ``log_file``: one log for every stage instead of
+    ``logs/<stage>.log``; ``status_file=None`` keeps the status in memory; ``echo=False``
+    writes commands' output to the log only, and prints no headers or reuse lines.
     """
 
-    def __init__(self, out_dir, stages, *, cwd, env=None, redo=()):
+    def __init__(self, out_dir, stages, *, cwd, env=None, redo=(), log_file=None,
+                 status_file="stages.json", echo=True):
         self.out = os.path.abspath(out_dir)
         self.stages = dict(stages)
         self.total = max(stage.number for stage in self.stages.values())
         self.cwd = os.path.abspath(cwd)
         self.env = dict(os.environ if env is None else env)
         self.redo = set(redo)
+        self.echo = echo
+        self.log_file = log_file
         self.logs = os.path.join(self.out, "logs")
-        os.makedirs(self.logs, exist_ok=True)
-        self.status = Status(os.path.join(self.out, "stages.json"))
+        os.makedirs(os.path.dirname(log_file) if log_file else self.logs, exist_ok=True)
+        self.status = Status(os.path.join(self.out, status_file) if status_file else None)
         self.ran = set()  # stages executed (not reused) by this runner
 
     # ---------------------------------------------------------------- naming
@@ -97,10 +141,14 @@ class StageRunner:
         return f"stage {self.stages[name].number}/{self.total} ({name})"
 
     def header(self, name, text):
-        print(f"\n[stage {self.stages[name].number}/{self.total}] {text}", flush=True)
+        self.say(f"\n[stage {self.stages[name].number}/{self.total}] {text}")
+
+    def say(self, text):
+        if self.echo:
+            print(text, flush=True)
 
     def log_path(self, name):
-        return os.path.join(self.logs, f"{name}.log")
+        return self.log_file or os.path.join(self.logs, f"{name}.log")
 
     def shown_path(self, path):
         """``path`` relative to ``cwd`` when inside it (commands run from there)."""
@@ -113,6 +161,74 @@ class StageRunner:
                            for c in cmd])
 
     # ---------------------------------------------------------------- reuse
+    def execute(self, job):
+        """Run ``job`` (a :class:`Job` of a stage in the table) unless the one reuse rule
+        says its outputs stand; returns whether it ran."""
+        name, stage = job.name, self.stages[job.name]
+        self.header(name, job.title)
+        reason = self.forced(name) or self.stale(job)
+        if not reason and self.outputs_present(job):
+            recorded = self.status.get(name).get("settings")
+            if recorded == job.settings or (recorded is None and stage.precious):
+                shown = job.reused_text or (job.outputs[0] if job.outputs else None)
+                self.say(f"  done before{': ' + shown if shown else ''} (reused; --redo {name} "
+                         f"to {stage.again})")
+                return False
+            if stage.precious:
+                self.check_settings(name, job.settings)
+            reason = "its settings changed"
+        if reason and (self.status.get(name) or (job.workdir and os.path.exists(job.workdir))):
+            self.say(f"  starting over ({reason})" + (f": removing {job.workdir}" if job.workdir else ""))
+        if reason:
+            if job.workdir:
+                self.remove(job.workdir)
+            self.status.forget(name)
+        resumed = bool(job.checkpoint) and os.path.isfile(job.checkpoint)
+        if resumed:
+            self.check_settings(name, job.settings)
+            self.say(f"  resuming the interrupted run in {job.workdir or os.path.dirname(job.checkpoint)}")
+        else:
+            for path in job.leftovers:
+                self.remove(path)
+        if job.precondition:
+            job.precondition()
+        command = job.resume_command if resumed else job.command
+        self.status.update(name, settings=job.settings)
+        if command:
+            self.status.update(name, command=self.command_text(command))
+
+        def work():
+            if command:
+                self.run_command(name, command)
+            result = self.in_process(name, job.compute) if job.compute else None
+            missing = [p for p in job.outputs if not os.path.isfile(p)]
+            if missing:
+                what = self.program(command) if command else "the stage"
+                raise StageError(f"{self.describe(name)}: {what} finished but wrote no {missing[0]}. "
+                                 f"Log: {self.log_path(name)}")
+            if job.record_result:
+                self.status.update(name, result=result)
+            return result
+
+        self.timed(name, work, resumed=resumed)
+        return True
+
+    def outputs_present(self, job):
+        if job.record_result and not self.status.get(job.name).get("result"):
+            return False
+        return all(os.path.isfile(p) for p in job.outputs)
+
+    def stale(self, job):
+        """Why ``job``'s outputs are older than its inputs, or None."""
+        present = [p for p in job.outputs if os.path.isfile(p)]
+        inputs = [p for p in job.newer_than if os.path.isfile(p)]
+        if not present or not inputs:
+            return None
+        newest = max(inputs, key=os.path.getmtime)
+        if os.path.getmtime(newest) > min(os.path.getmtime(p) for p in present):
+            return f"{newest} is newer than the stage's outputs"
+        return None
+
     def forced(self, name):
         """Why ``name`` must run again (``redo``, or a stage it depends on was run), or None."""
         if name in self.redo:
@@ -144,14 +260,21 @@ class StageRunner:
         elif os.path.exists(path):
             os.remove(path)
 
+    @staticmethod
+    def program(cmd):
+        """How errors name ``cmd``: the module of ``python -m``, the script of ``python
+        script.py``, else the executable."""
+        if len(cmd) > 2 and cmd[0] == sys.executable and cmd[1] == "-m":
+            return f"python -m {cmd[2]}"
+        runs_script = len(cmd) > 1 and cmd[0] == sys.executable
+        return os.path.basename(cmd[1] if runs_script else cmd[0])
+
     # ---------------------------------------------------------------- running
     def run_command(self, name, cmd, program=None):
         """Run ``cmd`` from ``cwd``, streaming its output to the console and to the stage's
         log; raise :class:`StageError` if it fails. ``program`` names it in that error
-        (default: the script a ``python script.py`` command runs, else the executable)."""
-        if program is None:
-            runs_script = len(cmd) > 1 and cmd[0] == sys.executable
-            program = os.path.basename(cmd[1] if runs_script else cmd[0])
+        (default: :meth:`program`). ``echo=False``: the output goes to the log only."""
+        program = program or self.program(cmd)
         log_path = self.log_path(name)
         text = self.command_text(cmd)
         print(f"$ {text}", flush=True)
@@ -163,8 +286,9 @@ class StageRunner:
             try:
                 for line in iter(proc.stdout.readline, b""):
                     line = line.decode("utf-8", errors="replace")
-                    sys.stdout.write(line)
-                    sys.stdout.flush()
+                    if self.echo:
+                        sys.stdout.write(line)
+                        sys.stdout.flush()
                     log.write(line)
                 code = proc.wait()
             except BaseException:

@@ -1,31 +1,36 @@
-"""Measured comparisons of teacher / baseline / TKD student, written as Markdown + PNG.
+"""The main job's report: teacher / baseline / TKD student, written as Markdown + PNG from a
+typed record (:class:`Report`).
 
-Everything in the report is read from files the runs wrote or measured by this module:
+Everything in the report is read from files the runs wrote or measured by the pipeline:
 
 * accuracy: the evaluator's ``ap_results.json`` (see :mod:`tkd_d2.evaluation.coco`), shown
   rounded to 2 decimals in the tables and verbatim in a "raw numbers" section;
 * training curves: detectron2's ``metrics.json`` (one JSON object per line);
-* size and speed: :func:`count_parameters` and :func:`measure_cpu_speed` (batch 1, warm-up,
-  then timed iterations on real test images);
-* wall times: what the pipeline (:mod:`tkd_d2.pipeline`) measured and stored in its stage
-  status file.
+* size and speed: :mod:`tkd_d2.pipeline.speed` (batch 1, warm-up, then timed iterations on
+  real test images);
+* wall times: what the pipeline measured and stored in its stage status file.
 """
+import dataclasses
 import json
 import math
 import os
-import time
 from collections import OrderedDict
+from typing import List, Optional, Tuple
 
-from .evaluation import load_ap_results, per_class_ap50_of
-from .fileio import atomic_write
+from ..evaluation import load_ap_results, per_class_ap50_of
+from ..fileio import atomic_write
 
 __all__ = [
     "KD_PREFIXES",
-    "count_parameters",
+    "DeployRow",
+    "DeploySection",
+    "ModelResult",
+    "Report",
+    "SpeedRow",
+    "SpeedSection",
+    "StageTime",
     "fmt_number",
     "load_metrics",
-    "measure_cpu_speed",
-    "time_calls",
     "plot_training_curves",
     "speed_section",
     "split_loss_keys",
@@ -35,6 +40,68 @@ __all__ = [
 # Loss names of the three distillers (tkd_d2.modeling.distiller); any other "loss_*" key
 # in metrics.json is a detection loss of the detector being trained.
 KD_PREFIXES = ("loss_crd_", "loss_ded_", "loss_drd_")
+
+
+# ------------------------------------------------------------------------------ the record
+@dataclasses.dataclass
+class ModelResult:
+    key: str  # "teacher", "baseline", "tkd"
+    label: str
+    ap_results: Optional[str] = None  # the evaluator's ap_results.json
+
+
+@dataclasses.dataclass
+class SpeedRow:
+    label: str
+    params: int
+    images_per_second: float
+    ms_per_image: float
+
+
+@dataclasses.dataclass
+class SpeedSection:
+    rows: List[SpeedRow]
+    note: str = ""
+
+
+@dataclasses.dataclass
+class DeployRow:
+    label: str
+    runtime: str  # "PyTorch eager", "ONNX Runtime"
+    size_mb: float
+    images_per_second: float
+    ap_results: Optional[str] = None
+
+
+@dataclasses.dataclass
+class DeploySection:
+    rows: List[DeployRow]
+    note: str = ""
+
+
+@dataclasses.dataclass
+class StageTime:
+    label: str
+    seconds: Optional[float] = None
+    status: str = ""
+    note: str = ""
+
+
+@dataclasses.dataclass
+class Report:
+    """What :func:`write_report` writes, in display order."""
+
+    title: str
+    dataset: str  # the test set's name
+    models: List[ModelResult]
+    intro: List[str] = dataclasses.field(default_factory=list)
+    speed: Optional[SpeedSection] = None
+    deploy: Optional[DeploySection] = None
+    stages: List[StageTime] = dataclasses.field(default_factory=list)
+    curves: Optional[str] = None  # PNG
+    pictures: List[str] = dataclasses.field(default_factory=list)  # PNGs
+    pictures_note: str = ""
+    commands: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (stage, command)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -135,62 +202,16 @@ def plot_training_curves(runs, out_png, kd_run=None):
     return plotted
 
 
-# ------------------------------------------------------------------------------ measuring
-def count_parameters(model):
-    """Number of parameters of ``model`` (all of them, trainable or not)."""
-    return int(sum(p.numel() for p in model.parameters()))
-
-
-def time_calls(fn, inputs, warmup=3, iters=10):
-    """Median wall clock of ``fn(x)`` over ``inputs`` (cycled): ``warmup`` untimed calls, then
-    ``iters`` timed ones. The rate is taken from the median call, which other processes
-    competing for the CPU disturb less than the mean; the mean is kept too."""
-    import statistics
-
-    if not inputs:
-        raise ValueError("timing needs at least one input")
-    if iters < 1:
-        raise ValueError("iters must be >= 1")
-    for i in range(warmup):
-        fn(inputs[i % len(inputs)])
-    times = []
-    for i in range(iters):
-        start = time.perf_counter()
-        fn(inputs[i % len(inputs)])
-        times.append(time.perf_counter() - start)
-    median = statistics.median(times)
-    return {
-        "images_per_second": 1.0 / median,
-        "ms_per_image": 1000.0 * median,
-        "mean_ms_per_image": 1000.0 * sum(times) / len(times),
-        "warmup": int(warmup),
-        "iters": int(iters),
-    }
-
-
-def measure_cpu_speed(model, inputs, warmup=3, iters=10):
-    """Images per second of ``model`` at batch 1 on ``inputs`` (a list of model input dicts,
-    cycled), as :func:`time_calls` (wall clock of the whole forward, post-processing
-    included). Returns a dict with the numbers and the settings."""
-    import torch
-
-    model.eval()
-    with torch.no_grad():
-        result = time_calls(lambda x: model([x]), inputs, warmup=warmup, iters=iters)
-    result["threads"] = torch.get_num_threads()
-    result["input_sizes"] = sorted({tuple(x["image"].shape[-2:]) for x in inputs})
-    return result
-
-
+# ------------------------------------------------------------------------------ sections
 def speed_section(result, teacher_label, student_label):
-    """The report's size-and-speed section (``summary["speed"]`` of :func:`write_report`) from
-    ``{"teacher": ..., "student": ...}`` results of :func:`measure_cpu_speed` with a
-    ``params`` count each; None when nothing was measured."""
+    """The report's size-and-speed section from ``{"teacher": ..., "student": ...}`` results
+    of :func:`tkd_d2.pipeline.speed.measure_cpu_speed` with a ``params`` count each; None when
+    nothing was measured."""
     if not result:
         return None
     shown = ("params", "images_per_second", "ms_per_image")
-    rows = [dict(label=teacher_label, **{k: result["teacher"][k] for k in shown}),
-            dict(label=student_label, **{k: result["student"][k] for k in shown})]
+    rows = [SpeedRow(teacher_label, *(result["teacher"][k] for k in shown)),
+            SpeedRow(student_label, *(result["student"][k] for k in shown))]
     student = result["student"]
     sizes = ", ".join("x".join(map(str, hw)) for hw in student["input_sizes"])
     note = (
@@ -200,7 +221,7 @@ def speed_section(result, teacher_label, student_label):
         "images/s and ms/image from the median iteration. Other processes on the "
         "machine affect the numbers."
     )
-    return {"rows": rows, "note": note}
+    return SpeedSection(rows, note)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -238,36 +259,25 @@ def _md_table(headers, rows):
     return "\n".join(lines)
 
 
-def write_report(path, summary):
-    """Write the Markdown report ``path`` from ``summary`` (built by
-    :meth:`tkd_d2.pipeline.Pipeline.summary`):
-
-    * ``title``, ``intro`` (lines), ``dataset`` (test set name)
-    * ``models``: [{"key", "label", "ap_results": path or None}] in display order
-    * ``speed``: {"rows": [{"label", "params", "images_per_second", "ms_per_image"}],
-      "note"} or None (see :func:`speed_section`)
-    * ``deploy``: {"rows": [{"label", "runtime", "size_mb", "images_per_second",
-      "ap_results"}], "note"} or None
-    * ``stages``: [{"label", "seconds", "status", "note"}]
-    * ``curves``: PNG path or None; ``pictures``: [PNG paths]
-    * ``commands``: [(label, command string)]
-    """
+def write_report(path, report):
+    """Write the Markdown report ``path`` from ``report`` (a :class:`Report`, built by
+    :meth:`tkd_d2.pipeline.Pipeline.summary`); returns its text."""
     out_dir = os.path.dirname(os.path.abspath(path))
-    models = summary["models"]
+    models = report.models
     results = {}
     for m in models:
-        if m.get("ap_results") and os.path.isfile(m["ap_results"]):
-            results[m["key"]] = load_ap_results(m["ap_results"])
-    lines = [f"# {summary['title']}", ""]
-    lines += list(summary.get("intro", [])) + [""]
+        if m.ap_results and os.path.isfile(m.ap_results):
+            results[m.key] = load_ap_results(m.ap_results)
+    lines = [f"# {report.title}", ""]
+    lines += list(report.intro) + [""]
 
     # ---- accuracy
-    lines += [f"## Accuracy on `{summary.get('dataset', '?')}` (COCO bbox AP, %)", ""]
+    lines += [f"## Accuracy on `{report.dataset or '?'}` (COCO bbox AP, %)", ""]
     rows = []
     for m in models:
-        bbox = results.get(m["key"], {}).get("bbox", {})
-        link = f"[ap_results.json]({_rel(m['ap_results'], out_dir)})" if m["key"] in results else "missing"
-        rows.append([m["label"]] + [fmt_number(bbox.get(k)) for k in ("AP", "AP50", "AP75")] + [link])
+        bbox = results.get(m.key, {}).get("bbox", {})
+        link = f"[ap_results.json]({_rel(m.ap_results, out_dir)})" if m.key in results else "missing"
+        rows.append([m.label] + [fmt_number(bbox.get(k)) for k in ("AP", "AP50", "AP75")] + [link])
     lines += [_md_table(["model", "AP", "AP50", "AP75", "source"], rows), ""]
     if "baseline" in results and "tkd" in results:
         base, tkd = results["baseline"]["bbox"], results["tkd"]["bbox"]
@@ -280,53 +290,48 @@ def write_report(path, summary):
                 deltas.append(f"{k} {b - a:+.2f}")
         if deltas:
             lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
-    per_class = {m["key"]: per_class_ap50_of(results.get(m["key"], {}).get("bbox", {})) for m in models}
-    classes = list(dict.fromkeys(c for m in models for c in per_class[m["key"]]))
+    per_class = {m.key: per_class_ap50_of(results.get(m.key, {}).get("bbox", {})) for m in models}
+    classes = list(dict.fromkeys(c for m in models for c in per_class[m.key]))
     if classes:
         lines += ["### Per-class AP50 (%)", ""]
-        rows = [[c] + [fmt_number(per_class[m["key"]].get(c)) for m in models] for c in classes]
-        lines += [_md_table(["class"] + [m["label"] for m in models], rows), ""]
+        rows = [[c] + [fmt_number(per_class[m.key].get(c)) for m in models] for c in classes]
+        lines += [_md_table(["class"] + [m.label for m in models], rows), ""]
         lines += ["n/a: the class has no ground truth in the test set, or no result.", ""]
 
     # ---- size and speed
-    speed = summary.get("speed")
+    speed = report.speed
     lines += ["## Size and CPU speed", ""]
-    if speed and speed.get("rows"):
-        rows = [
-            [r["label"], f"{r['params'] / 1e6:.2f} M", fmt_number(r["images_per_second"]),
-             fmt_number(r["ms_per_image"], 1)]
-            for r in speed["rows"]
-        ]
+    if speed and speed.rows:
+        rows = [[r.label, f"{r.params / 1e6:.2f} M", fmt_number(r.images_per_second),
+                 fmt_number(r.ms_per_image, 1)] for r in speed.rows]
         lines += [_md_table(["model", "parameters", "images/s", "ms/image"], rows), ""]
-        if speed.get("note"):
-            lines += [speed["note"], ""]
+        if speed.note:
+            lines += [speed.note, ""]
     else:
         lines += ["Not measured.", ""]
 
     # ---- deploy
-    deploy = summary.get("deploy")
-    if deploy and deploy.get("rows"):
+    deploy = report.deploy
+    if deploy and deploy.rows:
         rows = []
-        for r in deploy["rows"]:
-            ap_file = r.get("ap_results")
+        for r in deploy.rows:
+            ap_file = r.ap_results
             bbox = load_ap_results(ap_file).get("bbox", {}) if ap_file and os.path.isfile(ap_file) else {}
-            rows.append([r["label"], r["runtime"], fmt_number(r["size_mb"], 1),
-                         fmt_number(r["images_per_second"]), fmt_number(bbox.get("AP")),
-                         fmt_number(bbox.get("AP50"))])
+            rows.append([r.label, r.runtime, fmt_number(r.size_mb, 1), fmt_number(r.images_per_second),
+                         fmt_number(bbox.get("AP")), fmt_number(bbox.get("AP50"))])
         lines += ["## Deploy", "", _md_table(["model", "runtime", "size (MB)", "images/s", "AP",
                                               "AP50"], rows), ""]
-        if deploy.get("note"):
-            lines += [deploy["note"], ""]
+        if deploy.note:
+            lines += [deploy.note, ""]
 
     # ---- time
     lines += ["## Wall time of each stage", ""]
-    rows = [[s["label"], fmt_seconds(s.get("seconds")), s.get("status", ""), s.get("note", "")]
-            for s in summary.get("stages", [])]
+    rows = [[s.label, fmt_seconds(s.seconds), s.status, s.note] for s in report.stages]
     lines += [_md_table(["stage", "wall time", "status", "note"], rows), ""]
 
     # ---- curves
     lines += ["## Training curves", ""]
-    curves = summary.get("curves")
+    curves = report.curves
     if curves and os.path.isfile(curves):
         lines += [f"![training curves]({_rel(curves, out_dir)})", "",
                   "Left: detection loss (sum of the detector's own loss terms) of each run; "
@@ -336,18 +341,18 @@ def write_report(path, summary):
 
     # ---- pictures
     lines += ["## Predictions on test images", ""]
-    pictures = summary.get("pictures") or []
+    pictures = report.pictures
     if pictures:
-        lines += [summary.get("pictures_note", ""), ""]
+        lines += [report.pictures_note, ""]
         lines += [f"- [{os.path.basename(p)}]({_rel(p, out_dir)})" for p in pictures] + [""]
         lines += [f"![{os.path.basename(pictures[0])}]({_rel(pictures[0], out_dir)})", ""]
     else:
         lines += ["No pictures.", ""]
 
     # ---- commands and raw numbers
-    if summary.get("commands"):
+    if report.commands:
         lines += ["## Commands", "", "```"]
-        for label, command in summary["commands"]:
+        for label, command in report.commands:
             lines += [f"# {label}", command]
         lines += ["```", ""]
     if results:
@@ -355,9 +360,9 @@ def write_report(path, summary):
                   "The evaluator's `ap_results.json` of each model, verbatim (the tables above "
                   "round these to 2 decimals).", ""]
         for m in models:
-            if m["key"] in results:
-                lines += [f"### {m['label']}", "", "```json",
-                          json.dumps(results[m["key"]], indent=2), "```", ""]
+            if m.key in results:
+                lines += [f"### {m.label}", "", "```json", json.dumps(results[m.key], indent=2),
+                          "```", ""]
     text = "\n".join(lines).rstrip() + "\n"
     atomic_write(path, text)
     return text

@@ -1,0 +1,200 @@
+"""The main job: :class:`Pipeline` runs the stages of :data:`~.stages.STAGES` in order, each
+built as a :class:`~.runner.Job` and run (or reused) by one :class:`~.runner.StageRunner`;
+then it writes the report."""
+import dataclasses
+import os
+
+from ..data import default_root
+from .options import PipelineOptions
+from .pictures import listed_pictures, pictures_job
+from .plan import Plan
+from .report import ModelResult, Report, StageTime, plot_training_curves, speed_section, write_report
+from .runner import StageError, StageRunner, now
+from .speed import deploy_job, deploy_section, speed_job
+from .stages import COMMAND_STAGES, MODELS, STAGE_LABELS, STAGES
+from .training import entry_command, eval_job, run_data_stage, train_job
+
+__all__ = ["Pipeline", "run_pipeline"]
+
+
+class Pipeline:
+    """The main job for ``options`` (:class:`~.options.PipelineOptions`, or a dict of its
+    fields).
+
+    ``project_root`` holds ``configs/`` (default: the working directory); the trainings and
+    evaluations run from there, as ``entry`` (the program's argv; default
+    ``python -m tkd_d2.train``, see :func:`~.training.entry_command`).
+    ``written_by`` names the caller in the report.
+    """
+
+    def __init__(self, options, *, project_root=None, written_by="tkd_d2.pipeline", entry=None):
+        self.plan = plan = Plan(options, project_root)
+        self.options, self.family, self.out = plan.options, plan.family, plan.out
+        self.written_by = written_by
+        self.entry = list(entry or entry_command())
+        os.makedirs(self.out, exist_ok=True)
+        # Trainings run from the project root: a relative dataset root would point elsewhere.
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   DETECTRON2_DATASETS=os.path.abspath(default_root()))
+        self.runner = StageRunner(self.out, STAGES, cwd=plan.project_root, env=env,
+                                  redo=plan.options.redo)
+        self.status = self.runner.status
+        self.pictures = []  # set by stage_pictures
+
+    # what the plan resolved, under the names callers know
+    configs = property(lambda self: self.plan.configs)
+    eval_opts = property(lambda self: self.plan.eval_opts)
+    train_opts = property(lambda self: self.plan.train_opts)
+    classes = property(lambda self: self.plan.classes)
+
+    def trained_configs(self):
+        return self.plan.trained_configs()
+
+    # ---------------------------------------------------------------- stages
+    def stage_data(self):
+        run_data_stage(self.runner, self.plan)
+
+    def stage_train(self, key):
+        plan = self.plan
+        titles = {
+            "teacher": f"training teacher: {plan.label('teacher')}",
+            "baseline": f"training baseline student (no KD): {plan.label('baseline')}",
+            "tkd": f"training TKD student: {plan.label('teacher')} -> {plan.label('tkd')}",
+        }
+        opts, precondition = list(plan.train_opts[key]), None
+        if key == "tkd":
+            # The config the entry dumped beside the teacher's weights: the user's overrides
+            # included, so the teacher is built as it was trained.
+            teacher_config = os.path.join(plan.dirs["teacher"], "config.yaml")
+            opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_config,
+                     "MODEL.TKD.TEACHER.WEIGHTS", plan.weights["teacher"]]
+
+            def precondition():
+                if not os.path.isfile(teacher_config):
+                    raise StageError(f"{self.runner.describe(key)}: the teacher's {teacher_config} is "
+                                     "missing (training writes it beside model_final.pth); pass --redo teacher")
+
+        self.runner.execute(train_job(key, titles[key], self.entry, plan.configs[key], opts,
+                                      plan.dirs[key], precondition))
+
+    def stage_eval(self, key):
+        plan = self.plan
+        name = f"eval_{key}"
+        config = plan.configs["baseline" if key == "tkd" else key]  # TKD: plain student config
+        self.runner.execute(eval_job(name, f"evaluating {plan.label(key)} on {plan.test_dataset}",
+                                     self.entry, config, plan.eval_opts, plan.weights[key],
+                                     os.path.join(self.out, name), plan.ap_results_path(key)))
+
+    def stage_pictures(self):
+        self.runner.execute(pictures_job(self.plan))
+        self.pictures = listed_pictures(os.path.join(self.out, "pictures"))
+
+    def stage_speed(self):
+        self.runner.execute(speed_job(self.plan))
+
+    def stage_deploy(self):
+        self.runner.execute(deploy_job(self.plan, self.status.get("deploy").get("result")))
+
+    # ---------------------------------------------------------------- report
+    def stage_rows(self):
+        """The report's wall-time table: one row per stage of :data:`STAGE_LABELS`."""
+        rows = []
+        for stage, label in STAGE_LABELS.items():
+            recorded = self.status.get(stage)
+            note = recorded.get("note", "")
+            if stage not in self.runner.ran and recorded.get("status") == "done" and stage != "data":
+                note = "reused from an earlier run"
+            if recorded.get("resumed"):
+                note = (note + "; " if note else "") + "resumed after an interruption (time summed)"
+            rows.append(StageTime(label, recorded.get("seconds"),
+                                  recorded.get("status", "not recorded"), note))
+        return rows
+
+    def summary(self, curves):
+        """The :class:`~.report.Report` of this run: its models, speed, stage times, pictures
+        and commands; ``curves`` is the training-curve PNG."""
+        plan, options, shown = self.plan, self.options, self.runner.shown_path
+        speed = speed_section(
+            self.status.get("speed").get("result"), plan.label("teacher"),
+            f"student {plan.backbone('tkd')} (baseline and TKD: same network)",
+        )
+        commands = [(stage, self.status.get(stage)["command"]) for stage in COMMAND_STAGES
+                    if self.status.get(stage).get("command")]
+        overrides = plan.train_opts["baseline"]
+        intro = [
+            f"{self.family.label} on `{options.dataset_label()}`: a {plan.backbone('teacher')} teacher, "
+            f"a {plan.backbone('baseline')} student trained alone (baseline) and the same student "
+            "trained with Triple Knowledge Distillation (TKD) from the teacher, same schedule "
+            f"({plan.iterations('tkd')} iterations) and seed; the teacher trained "
+            f"{plan.iterations('teacher')} iterations.",
+            "",
+            f"Written by `{self.written_by}` on {now()}. Configs: "
+            + ", ".join(f"`{shown(plan.configs[m])}`" for m in MODELS)
+            + (f"; overrides: `{' '.join(overrides)}`" if overrides else "")
+            + ".",
+        ]
+        if plan.inspection:  # --dataset custom: what the data hold and the settings they gave
+            intro += ["", "The training data and the settings derived from them (pass "
+                      "--no-derive to train with the configs' own):", ""] + list(plan.inspection)
+        return Report(
+            title=f"TKD report: {self.family.label} {plan.backbone('teacher')} -> "
+                  f"{plan.backbone('tkd')} on {options.dataset_label()}",
+            intro=intro,
+            dataset=plan.test_dataset,
+            models=[ModelResult(m, plan.label(m), plan.ap_results_path(m)) for m in MODELS],
+            speed=speed,
+            deploy=deploy_section(plan, self.status, shown),
+            stages=self.stage_rows(),
+            curves=curves,
+            pictures=self.pictures,
+            pictures_note=f"Each picture: ground truth | teacher | baseline | TKD student "
+                          f"(boxes scoring at least {options.score_thresh:g}).",
+            commands=commands,
+        )
+
+    def stage_report(self):
+        name = "report"
+        self.runner.header(name, "writing report.md and curves.png")
+        curves = os.path.join(self.out, "curves.png")
+
+        def run():
+            runs = {self.plan.label(m): os.path.join(self.plan.dirs[m], "metrics.json") for m in MODELS}
+            plot_training_curves(runs, curves, kd_run=self.plan.label("tkd"))
+            path = os.path.join(self.out, "report.md")
+            write_report(path, self.summary(curves))
+            return path
+
+        path = self.runner.in_process(name, run)
+        print(f"  {path}\n  {curves}", flush=True)
+        return path
+
+    # ---------------------------------------------------------------- all
+    def run(self):
+        """Every stage in order; returns the path of report.md."""
+        options = self.options
+        print(f"TKD pipeline: {options.dataset_label()} / {options.detector} -> {self.out}", flush=True)
+        if options.redo:
+            print(f"redo: {', '.join(sorted(options.redo))}", flush=True)
+        self.stage_data()
+        for key in MODELS:
+            self.stage_train(key)
+        for key in MODELS:
+            self.stage_eval(key)
+        self.stage_pictures()
+        self.stage_speed()
+        self.stage_deploy()
+        report = self.stage_report()
+        print(f"\nDone. Report: {report}", flush=True)
+        return report
+
+
+def run_pipeline(options=None, *, project_root=None, written_by="tkd_d2.pipeline", entry=None,
+                 **fields):
+    """Run the main job: ``options`` (:class:`~.options.PipelineOptions`), or its fields as
+    keyword arguments (``run_pipeline(tiny=True, output="/tmp/try")``). Returns the report's
+    path; raises :class:`~tkd_d2.errors.TKDError` (e.g. :class:`StageError`) when a stage fails."""
+    if options is None:
+        options = PipelineOptions(**fields)
+    elif fields:
+        options = dataclasses.replace(options, **fields)
+    return Pipeline(options, project_root=project_root, written_by=written_by, entry=entry).run()
