@@ -15,3 +15,12 @@ def test_every_named_project_file_exists(doc):
     assert any(p.startswith("configs/") for p in named)  # the pattern still finds the configs
     missing = sorted(p for p in named if not (ROOT / p).is_file())
     assert not missing, f"{doc} names files that do not exist: {missing}"
+
+
+def test_readme_results_table_is_the_one_the_results_files_give():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import results_table
+
+    assert results_table.readme_table((ROOT / "README.md").read_text()) == results_table.table()
