@@ -18,9 +18,12 @@ from tkd_d2.data import (
     ImageReadError,
     TKDDatasetMapper,
     assert_datasets_registered,
+    coco_category_names,
+    load_coco_instances,
     load_voc_instances,
     parse_custom_entry,
     register_all,
+    register_coco,
     register_from_cfg,
     register_voc,
     write_voc_annotation,
@@ -501,6 +504,84 @@ def test_unregistered_dataset_error_lists_the_registered_ones():
     message = str(info.value)
     assert "'steel_2099_train'" in message and "neu_det_train" in message
     assert "DATASETS.CUSTOM.ENTRIES" in message and "register_voc" in message
+
+
+# ------------------------------------------------------------------------------ error paths
+def _one_line_error(call, pattern):
+    """``call()`` raises a DatasetFormatError matching ``pattern``, on one line."""
+    with pytest.raises(DatasetFormatError, match=pattern) as info:
+        call()
+    assert "\n" not in str(info.value), str(info.value)
+    return str(info.value)
+
+
+def test_missing_coco_json_names_the_file_and_dataset(tmp_path, restore_registrations):
+    images, _ = _coco_fixture(tmp_path)
+    missing = str(tmp_path / "gone.json")
+    _one_line_error(lambda: load_coco_instances(missing, images), r"gone\.json does not exist")
+    # as a training meets it: a config entry, loaded on first use
+    register_from_cfg(_cfg(**{"CUSTOM.ENTRIES": [f"mine:coco:{images}:{missing}"]}), root=str(tmp_path))
+    _one_line_error(lambda: DatasetCatalog.get("mine"), r"gone\.json does not exist \(dataset 'mine'\)")
+
+
+def test_missing_coco_image_folder_names_the_folder_and_json(tmp_path):
+    _, json_file = _coco_fixture(tmp_path)
+    _one_line_error(lambda: load_coco_instances(json_file, str(tmp_path / "no_images")),
+                    r"image folder .*no_images of .*coco\.json does not exist")
+
+
+def test_malformed_coco_json_names_the_file(tmp_path):
+    images, json_file = _coco_fixture(tmp_path)
+    text = open(json_file).read()
+    with open(json_file, "w") as f:
+        f.write(text[: len(text) // 2])  # a file cut short, as by an interrupted copy
+    _one_line_error(lambda: load_coco_instances(json_file, images),
+                    r"coco\.json: not a valid COCO detection file \(JSONDecodeError")
+    _one_line_error(lambda: coco_category_names(json_file),
+                    r"coco\.json: cannot read its 'categories'.*JSONDecodeError")
+
+
+@pytest.mark.parametrize("with_annotations", [True, False])
+def test_coco_json_with_empty_categories_names_the_key(tmp_path, with_annotations):
+    images, json_file = _coco_fixture(tmp_path)
+    data = json.loads(open(json_file).read())
+    data["categories"] = []
+    if not with_annotations:
+        data["annotations"] = []
+    with open(json_file, "w") as f:
+        json.dump(data, f)
+    name = f"tkd_test_no_categories_{with_annotations}"
+    register_coco(name, json_file, images)
+    try:
+        for call in (lambda: DatasetCatalog.get(name), lambda: coco_category_names(json_file)):
+            _one_line_error(call, r"coco\.json: 'categories' is empty")
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("classes, pattern", [
+    ([], r"the class list \(DATASETS\.CUSTOM\.CLASSES .*\) is empty"),
+    (["crazing", "inclusion", "crazing"], r"class names \['crazing'\] are listed more than once"),
+])
+def test_empty_or_duplicated_voc_class_list_is_refused(tmp_path, classes, pattern, restore_registrations):
+    images_dir, annotations_dir = _make_voc(tmp_path, {"x_1": _xml([("crazing", (1, 1, 5, 5))])})
+    _one_line_error(lambda: register_voc("tkd_test_classes", images_dir, annotations_dir, classes),
+                    "dataset 'tkd_test_classes': " + pattern)
+    # the loader alone too: a duplicate would otherwise map every 'crazing' to its last id
+    _one_line_error(lambda: load_voc_instances(images_dir, annotations_dir, classes),
+                    r"annotations folder .*ANNOTATIONS: " + pattern)
+    if classes:  # from the config (an empty CLASSES has its own message there)
+        cfg = _cfg(**{"CUSTOM.ENTRIES": [f"v:voc:{images_dir}:{annotations_dir}"], "CUSTOM.CLASSES": classes})
+        _one_line_error(lambda: register_from_cfg(cfg, root=str(tmp_path)), "dataset 'v': " + pattern)
+
+
+def test_empty_split_file_names_the_file(tmp_path):
+    images_dir, annotations_dir = _make_voc(tmp_path, {"a_1": _xml([("crazing", (1, 1, 5, 5))])})
+    split = tmp_path / "val.txt"
+    split.write_text("\n# no images yet\n   \n")
+    _one_line_error(lambda: load_voc_instances(images_dir, annotations_dir, CLASSES, split_file=str(split)),
+                    r"split file .*val\.txt lists no images")
 
 
 # ------------------------------------------------------------------------------ mapper

@@ -339,3 +339,93 @@ def test_tiled_export_gives_the_eager_tiled_detections(exported, tmp_path):
     cfg.TEST.TILE.SIZE = 0
     with pytest.raises(DeployError, match="TEST.TILE"):
         ExportedModelAdapter.from_config(str(tmp_path / "onnx"), cfg)
+
+
+# ------------------------------------------------------------------------------ fast tier
+# A 64 px test size: the export and both runtimes take about a second, so `-m "not slow"`
+# still holds the exported graph (decoding, NMS, class ids) to the eager detector.
+SMALL = TINY + ["INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "107"]
+
+
+def small_images():
+    """A square 64 px image and a 64x90 one (not a multiple of the size divisibility), noise
+    with a few bright rectangles: no dataset needed."""
+    rng = np.random.default_rng(0)
+    images = []
+    for width in (64, 90):
+        image = rng.integers(60, 120, size=(64, width, 3), dtype=np.uint8)
+        for _ in range(3):
+            x, y = rng.integers(0, width - 16), rng.integers(0, 48)
+            image[y:y + 16, x:x + 16] = rng.integers(180, 255, size=3, dtype=np.uint8)
+        images.append(image)
+    return images
+
+
+@pytest.fixture
+def small_student(data_root, tmp_path):
+    """(cfg, checkpoint) of a randomly initialised R-18 RetinaNet at the 64 px test size."""
+    from detectron2.modeling import build_model
+
+    cfg = load_config(REPO / CASES["retinanet_R_18"], SMALL, device="cpu")
+    torch.manual_seed(0)
+    model = build_model(student_cfg(cfg)).eval()
+    spread_head(model)
+    weights = tmp_path / "model_final.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    return cfg, str(weights)
+
+
+def test_small_onnx_export_gives_the_eager_detections(small_student, tmp_path):
+    cfg, weights = small_student
+    export_model(cfg, str(tmp_path / "onnx"), weights=weights)
+    eager, onnx = Predictor(cfg, weights), OnnxPredictor(str(tmp_path / "onnx"))
+    for image in small_images():
+        expected = eager(image)["instances"]
+        got = onnx(image)["instances"]
+        # real detections, fewer than the cap: the comparison sees what NMS kept
+        assert 5 <= len(expected) < cfg.TEST.DETECTIONS_PER_IMAGE
+        assert got.image_size == image.shape[:2]
+        assert_same_detections(got, expected, image.shape[:2], cfg.TEST.DETECTIONS_PER_IMAGE)
+
+
+def test_export_tool_as_a_user_runs_it(small_student, tmp_path):
+    """tools/export.py with its documented command line writes a folder whose own
+    predictor.py (detectron2 and tkd_d2 unimportable) gives the eager detections."""
+    import cv2
+
+    from tkd_d2.deploy.runtime import to_instances
+
+    cfg, weights = small_student
+    out = tmp_path / "deploy"
+    cmd = [sys.executable, str(REPO / "tools" / "export.py"),
+           "--config-file", str(REPO / CASES["retinanet_R_18"]), "--format", "onnx",
+           "--output", str(out), *SMALL, "MODEL.WEIGHTS", weights]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"to {out / 'model.onnx'}" in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == [
+        "deploy.json", "model.onnx", "predictor.py", "tiling.py"]
+    info = read_deploy_info(str(out))
+    assert info["source"]["weights"] == weights
+    assert info["input"]["resize"]["min_size"] == 64 and len(info["classes"]) == 6
+
+    image = small_images()[1]
+    cv2.imwrite(str(tmp_path / "probe.png"), image)  # lossless: both sides see these pixels
+    code = (
+        "import sys; sys.modules['detectron2'] = None; sys.modules['tkd_d2'] = None\n"
+        f"sys.path.insert(0, {str(out)!r})\n"
+        "import cv2, numpy as np, predictor\n"
+        f"d = predictor.OnnxPredictor({str(out)!r})(cv2.imread('probe.png'))['instances']\n"
+        "assert type(d).__name__ == 'Detections', type(d)\n"
+        "np.savez('dets.npz', boxes=d.pred_boxes, scores=d.scores, classes=d.pred_classes)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with np.load(tmp_path / "dets.npz") as d:
+        got = to_instances(image.shape[:2], d["boxes"], d["scores"], d["classes"])
+    expected = Predictor(cfg, weights)(image)["instances"]
+    assert len(expected) >= 5
+    assert_same_detections(got, expected, image.shape[:2], cfg.TEST.DETECTIONS_PER_IMAGE)
+

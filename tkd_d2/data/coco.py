@@ -1,4 +1,5 @@
 """COCO-json detection datasets: detectron2's loader with clear errors and the bad-box policy."""
+import json
 import logging
 import os
 
@@ -16,7 +17,6 @@ logger = logging.getLogger(__name__)
 def coco_category_names(json_file):
     """The class names of a COCO json file in the order detectron2 gives them (by category id),
     read without loading the annotations into dataset dicts."""
-    import json
 
     try:
         with open(json_file, encoding="utf-8") as f:
@@ -59,6 +59,8 @@ def load_coco_instances(json_file, image_root, dataset_name=None, bad_box_policy
             f"{json_file}: not a valid COCO detection file (missing key {e}). Fix the file."
         ) from None
     except (ValueError, TypeError, AssertionError) as e:  # JSONDecodeError: ValueError
+        if not isinstance(e, json.JSONDecodeError):
+            coco_category_names(json_file)  # empty 'categories' (detectron2: "min() arg is an empty sequence")
         raise DatasetFormatError(
             f"{json_file}: not a valid COCO detection file ({type(e).__name__}: {e}). Fix the file."
         ) from None
@@ -71,7 +73,6 @@ def load_coco_instances(json_file, image_root, dataset_name=None, bad_box_policy
 def unknown_category_error(json_file):
     """The error for annotations of ``json_file`` whose category_id is not in its
     'categories': names the first one's annotation id and image, and how many there are."""
-    import json
 
     with open(json_file, encoding="utf-8") as f:
         data = json.load(f)

@@ -44,6 +44,22 @@ def read_split_file(split_file):
     return stems
 
 
+def check_class_names(class_names, where):
+    """``class_names`` as a list, or a one-line error naming ``where`` (the dataset): an empty
+    list leaves every object unknown, a name listed twice would map to its last id only."""
+    class_names = list(class_names)
+    key = "(DATASETS.CUSTOM.CLASSES for datasets registered from the config)"
+    if not class_names:
+        raise DatasetFormatError(f"{where}: the class list {key} is empty; give the class names.")
+    duplicated = sorted({c for c in class_names if class_names.count(c) > 1})
+    if duplicated:
+        raise DatasetFormatError(
+            f"{where}: class names {duplicated} are listed more than once in the class list "
+            f"{key}; give each class once, in category order."
+        )
+    return class_names
+
+
 def _list_dir(path, what):
     if not os.path.isdir(path):
         raise DatasetFormatError(
@@ -235,7 +251,7 @@ def load_voc_instances(
         ``width`` and ``annotations`` (``bbox`` XYXY_ABS floats, ``bbox_mode``, ``category_id``).
     """
     check_bad_box_policy(bad_box_policy)
-    class_names = list(class_names)
+    class_names = check_class_names(class_names, f"annotations folder {annotations_dir}")
     class_to_id = {name: i for i, name in enumerate(class_names)}
     xml_names = set(_list_dir(annotations_dir, "annotations"))
 
@@ -305,14 +321,7 @@ def register_voc(
     folder), ``images_dir``, ``annotations_dir``, ``split_file`` and any extra ``metadata``.
     """
     check_bad_box_policy(bad_box_policy)
-    class_names = list(class_names)
-    if not class_names:
-        raise DatasetFormatError(
-            f"dataset {name!r}: the class list is empty; give the class names."
-        )
-    duplicated = sorted({c for c in class_names if class_names.count(c) > 1})
-    if duplicated:
-        raise DatasetFormatError(f"dataset {name!r}: class names {duplicated} are listed twice.")
+    class_names = check_class_names(class_names, f"dataset {name!r}")
     replace_registration(
         name,
         lambda: load_voc_instances(
