@@ -421,3 +421,22 @@ def test_speed_section_rows_and_note():
     assert [(r.label, r.params) for r in section_.rows] == [("T", 20), ("S", 10)]
     assert "1 warm-up + 3" in section_.note and "128x128 px" in section_.note
     assert speed_section(None, "T", "S") is None
+
+
+@pytest.mark.slow
+def test_crops_and_tiles_end_to_end(tmp_path):
+    """The main job with defect crops for training and tiled inference (eager, evaluation and
+    export): every stage completes, the trainings crop, the export records the tiles."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
+    out = tmp_path / "out"
+    proc = run_pipeline(out, env, *TINY, "INPUT.DEFECT_CROP.ENABLED", "True", "INPUT.DEFECT_CROP.SIZE", "96",
+                        "TEST.TILE.SIZE", "96", "TEST.TILE.OVERLAP", "16", cwd=str(tmp_path))
+    assert proc.returncode == 0, explain(proc)
+    for k in range(1, 7):
+        assert f"[stage {k}/6]" in proc.stdout
+    for m in MODELS:
+        assert "DefectCrop(size=96" in (out / "logs" / f"{m}.log").read_text()
+        ap_results(out, m)
+    deploy = json.loads(next(out.glob("deploy/**/deploy.json")).read_text())
+    assert deploy["tile"]["size"] == 96 and deploy["tile"]["overlap"] == 16
+    assert (out / "report.md").is_file()
