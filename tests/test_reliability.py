@@ -43,19 +43,8 @@ def test_sigkill_then_resume_completes(tmp_path):
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "data"), PYTHONWARNINGS="ignore")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_net.py"), *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 600
-        # kill as soon as a second checkpoint is being/has been written: mid-run, maybe mid-save
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "model_0000007.pth").exists() or any(out.glob("model_0000007.pth.tmp*")):
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # kill as soon as a second checkpoint is being/has been written: mid-run, maybe mid-save
+    _sigkill_when(proc, lambda: (out / "model_0000007.pth").exists() or any(out.glob("model_0000007.pth.tmp*")))
     assert not (out / "model_final.pth").exists()
     last = (out / "last_checkpoint").read_text().strip()
     # whatever was last tagged loads completely
@@ -76,10 +65,15 @@ def _train_killed_after(args, out, checkpoint, data):
     env = dict(os.environ, DETECTRON2_DATASETS=str(data), PYTHONWARNINGS="ignore", PYTORCH_JIT="0")
     proc = subprocess.Popen([sys.executable, str(ROOT / "train_net.py"), *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tag = out / "last_checkpoint"
+    _sigkill_when(proc, lambda: tag.exists() and tag.read_text() == checkpoint)
+
+
+def _sigkill_when(proc, ready, timeout=600):
+    """SIGKILL the training ``proc`` as soon as ``ready()``; it must still be running then."""
     try:
-        deadline = time.time() + 600
-        tag = out / "last_checkpoint"
-        while time.time() < deadline and proc.poll() is None and not (tag.exists() and tag.read_text() == checkpoint):
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not ready():
             time.sleep(0.02)
         assert proc.poll() is None, "training ended before it could be killed"
         proc.send_signal(signal.SIGKILL)
