@@ -417,7 +417,7 @@ WEIGHT_KEYS = {"loss_crd_cls": "CRD.CLS_WEIGHT", "loss_crd_box": "CRD.BOX_WEIGHT
 def test_each_key_scales_its_own_term_and_nothing_else(family, balance):
     """Doubling a term's weight (or, balanced, its share) doubles that term's weight (or
     target) alone; FEATURE_WEIGHT doubles every DED and DRD weight and nothing else."""
-    from tkd_d2.modeling.distiller import kd_weights
+    from tkd_d2.modeling.kd_weights import kd_weights
 
     yaml = f"configs/Synthetic/tkd_{family}_Lite2_to_Lite0.yaml"
     base = _cfg(yaml, ["MODEL.TKD.BALANCE.ENABLED", balance, "MODEL.TKD.CRD.CENTERNESS_WEIGHT", 0.5,
