@@ -71,9 +71,14 @@ def table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
+def _table_span(text):
+    """(start, end) of the text between README's markers."""
+    return text.index(BEGIN) + len(BEGIN), text.index(END)
+
+
 def readme_table(text):
     """The table between README's markers."""
-    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    start, end = _table_span(text)
     return text[start:end].strip("\n")
 
 
@@ -84,7 +89,7 @@ def main(argv=None):
     out = table()
     if args.write:
         text = README.read_text()
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+        start, end = _table_span(text)
         README.write_text(text[:start] + "\n" + out + "\n" + text[end:])
     print(out)
 

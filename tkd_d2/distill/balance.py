@@ -37,7 +37,8 @@ class LossBalancer(nn.Module):
             raise ValueError(f"balance targets must be > 0, got {self.targets}")
         self.iters = max(1, int(iters))
         self.min_ratio = float(min_ratio)
-        self.group_of = {name: g for g, names in self.groups.items() for name in names}
+        # loss name → its group's index in ``scales`` (looked up per term every step)
+        self.index_of = {name: i for i, names in enumerate(self.groups.values()) for name in names}
         n = len(self.groups)
         # [Σ group at full weight ..., Σ detection, steps seen]
         self.register_buffer("sums", torch.zeros(n + 2, dtype=torch.float64))
@@ -49,8 +50,8 @@ class LossBalancer(nn.Module):
 
     def scale_of(self, name: str) -> float:
         """The multiplier of loss ``name`` (1 for a loss in no group)."""
-        group = self.group_of.get(name)
-        return 1.0 if group is None else float(self.scales[list(self.groups).index(group)])
+        index = self.index_of.get(name)
+        return 1.0 if index is None else float(self.scales[index])
 
     @torch.no_grad()
     def observe(self, weighted: Mapping[str, Tensor], detection: Tensor) -> bool:
