@@ -112,6 +112,12 @@ def test_first_run_completes_every_stage(pipeline):
     assert f"MODEL.TKD.TEACHER.CONFIG {pipeline['out'] / 'teacher' / 'config.yaml'}" in train_tkd
     # detectron2's own training log is streamed
     assert "Starting training from iteration 0" in proc.stdout
+    # the plan comes before the first training, and the report sets it beside the actual times
+    plan_at = proc.stdout.index("[stage 1/6] planning")
+    assert plan_at < proc.stdout.index("$ ") and "ends about" in proc.stdout[plan_at:]
+    times = table_rows(section((pipeline["out"] / "report.md").read_text(), "## Wall time"))
+    assert times["stage"][:2] == ["planned", "wall time"]
+    assert times["2 train teacher"][0].endswith(" s") and times["total"][1].endswith(" s")
     out = pipeline["out"]
     for m in MODELS:
         assert (out / m / "model_final.pth").is_file()
@@ -251,16 +257,17 @@ def test_changed_settings_are_not_silently_reused(pipeline):
 @pytest.mark.slow
 def test_failing_stage_is_named_with_its_log(pipeline):
     out = pipeline["tmp"] / "failing"
-    # an EfficientNet variant that does not exist: the config loads, the teacher's training fails
+    # an EfficientNet variant that does not exist: the config loads, building the teacher
+    # fails, in the plan's timing probe, before any training
     proc = run_pipeline(out, pipeline["env"], "--tiny", "--max-iter", "1", "--opts",
                         "MODEL.EFFICIENTNET.VARIANT", "lite7", cwd=str(pipeline["tmp"]))
     assert proc.returncode == 1, explain(proc)
-    match = re.search(r"stage 2/6 \(teacher\) failed.*Log: (\S+)", proc.stderr)
+    match = re.search(r"stage 1/6 \(plan\) failed.*lite7.*Log: (\S+)", proc.stderr)
     assert match, proc.stderr
     log = Path(match.group(1))
-    assert log.is_file() and "MODEL.EFFICIENTNET.VARIANT lite7" in log.read_text()
-    assert not (out / "baseline").exists()  # stopped at the failing stage
-    status = json.loads((out / "stages.json").read_text())["stages"]["teacher"]
+    assert log.is_file() and "lite7" in log.read_text() and "Traceback" in log.read_text()
+    assert not (out / "teacher").exists()  # stopped at the failing stage
+    status = json.loads((out / "stages.json").read_text())["stages"]["plan"]
     assert status["status"] == "failed"
 
 
@@ -345,7 +352,8 @@ def test_options_fill_in_defaults_and_expand_redo(tmp_path):
     assert options.resolved() == options  # resolving twice changes nothing
     assert PipelineOptions(redo=["all"]).resolved().redo >= {"teacher", "baseline", "tkd", "speed"}
     for bad in (dict(redo=["nope"]), dict(opts=["MODEL.DEVICE"]), dict(num_images=-1),
-                dict(max_iter=0), dict(speed_iters=[1, 0]), dict(detector="yolo"),
+                dict(max_iter=0), dict(speed_iters=[1, 0]), dict(probe_iters=[-1, 1]),
+                dict(budget="45"), dict(budget="0m"), dict(detector="yolo"),
                 dict(dataset="coco"), dict(backbones="vgg")):
         with pytest.raises(ConfigError):
             PipelineOptions(**bad).resolved()

@@ -15,6 +15,9 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
                 (custom: every image decoded; input size, anchors and an epoch schedule
                 derived from the training data unless --no-derive; see
                 tools/inspect_dataset.py)
+     plan       time a few training steps of each model and of inference, then print
+                every stage's planned wall time and the total; with --budget, the
+                epochs that fit it (report.md lists planned next to actual)
   2. teacher    train the teacher (ImageNet-pretrained EfficientNet-Lite2, or R-50 from
                 scratch with --backbones resnet)
   3. baseline   train the student (Lite0, or R-18) without KD
@@ -101,6 +104,13 @@ def parse_args(argv=None):
     parser.add_argument("--max-iter", type=int, default=None, metavar="N",
                         help="train every model for N iterations (SOLVER.STEPS, SOLVER.WARMUP_ITERS "
                              "and MODEL.TKD.WARMUP_ITERS are scaled to match)")
+    parser.add_argument("--budget", default=None, metavar="DURATION",
+                        help="end the whole run within DURATION (90s, 45m, 2h, 1h30m): a timing "
+                             "probe measures each model's step and the plan picks the epochs that "
+                             "fit (--max-iter or SOLVER.MAX_ITER in --opts win over it)")
+    parser.add_argument("--probe-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
+                        help="training steps of each model the plan's timing probe runs (default "
+                             "2 3; --tiny 0 1)")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke-test scale: 16 train / 8 test synthetic images of 128 px, "
                              f"batch 2, no loader workers, {TINY_MAX_ITER} iterations unless "

@@ -15,15 +15,18 @@ The stage model, from the bottom up:
 * :mod:`.training` (data, train, evaluate: also ``benchmarks/bench_accuracy.py``'s runs),
   :mod:`.pictures`, :mod:`.speed` (speed, export, the timing helper), :mod:`.report`
   (the typed :class:`Report` and its Markdown);
+* :mod:`.budget` (the plan's arithmetic: each stage's planned time, ``--budget``'s schedule)
+  and :mod:`.probe` (the timing probe it reads);
 * :mod:`.pipeline`: :class:`Pipeline`, which runs them in order.
 
 The top layer of the package: nothing else in tkd_d2 imports it.
 """
-from . import options, pipeline, plan, runner, stages
+from . import budget, options, pipeline, plan, runner, stages
+from .budget import *  # noqa: F401,F403
 from .options import *  # noqa: F401,F403
 from .pipeline import *  # noqa: F401,F403
 from .plan import *  # noqa: F401,F403
 from .runner import *  # noqa: F401,F403
 from .stages import *  # noqa: F401,F403
 
-__all__ = runner.__all__ + stages.__all__ + options.__all__ + plan.__all__ + pipeline.__all__
+__all__ = budget.__all__ + runner.__all__ + stages.__all__ + options.__all__ + plan.__all__ + pipeline.__all__

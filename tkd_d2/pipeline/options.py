@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 from ..data import parse_custom_entry
 from ..errors import ConfigError
 from ..modeling import FAMILIES, family_named
+from .budget import parse_duration
 from .stages import expand_redo
 
 __all__ = [
@@ -15,10 +16,12 @@ __all__ = [
     "CUSTOM",
     "DATASET_CONFIG_DIRS",
     "DEFAULT_BACKBONES",
+    "DEFAULT_PROBE_ITERS",
     "DEFAULT_SPEED_ITERS",
     "DETECTORS",
     "TINY_MAX_ITER",
     "TINY_OPTS",
+    "TINY_PROBE_ITERS",
     "TINY_SPEED_ITERS",
     "PipelineOptions",
     "default_config_names",
@@ -46,6 +49,9 @@ TINY_OPTS = [
 TINY_MAX_ITER = 3
 TINY_SPEED_ITERS = (1, 3)  # warm-up, timed iterations
 DEFAULT_SPEED_ITERS = (5, 20)
+# the plan's timing probe: (warm-up, timed) training steps per model (about 1-2 % of a run)
+TINY_PROBE_ITERS = (0, 1)
+DEFAULT_PROBE_ITERS = (2, 3)
 
 # --backbones → (teacher, student) backbone names as the config files spell them
 BACKBONE_PAIRS = {
@@ -67,6 +73,14 @@ def default_config_names(family, backbones="resnet"):
         "tkd": f"tkd_{family.name}_{teacher}_to_{student}",
     }
 
+
+
+def _warmup_timed(flag, given, default):
+    """``[warm-up, timed]`` iterations of ``flag`` (``default`` when not given)."""
+    values = [int(n) for n in (default if given is None else given)]
+    if len(values) != 2 or values[1] < 1 or values[0] < 0:
+        raise ConfigError(f"{flag} needs WARMUP >= 0 and TIMED >= 1, got {values}")
+    return values
 
 
 @dataclasses.dataclass
@@ -96,6 +110,8 @@ class PipelineOptions:
     classes: Sequence[str] = ()  # VOC class names (COCO: read from the json)
     derive: bool = True  # custom data: input size, anchors and schedule from the data
     epochs: Optional[int] = None  # custom data: epochs of the derived schedule (default 12)
+    budget: Optional[str] = None  # "45m", "2h", "1h30m": the whole run's wall time (budget.py)
+    probe_iters: Optional[Sequence[int]] = None  # the plan's timing probe: (warm-up, timed) steps
 
     def resolved(self):
         """A copy with every default filled in (``--tiny`` scale, speed iterations, absolute
@@ -127,15 +143,16 @@ class PipelineOptions:
         if self.max_iter is not None and self.max_iter < 1:
             raise ConfigError("--max-iter must be >= 1")
         max_iter = TINY_MAX_ITER if self.tiny and self.max_iter is None else self.max_iter
-        speed_iters = self.speed_iters
-        if speed_iters is None:
-            speed_iters = TINY_SPEED_ITERS if self.tiny else DEFAULT_SPEED_ITERS
-        speed_iters = [int(n) for n in speed_iters]
-        if speed_iters[1] < 1 or speed_iters[0] < 0:
-            raise ConfigError("--speed-iters needs WARMUP >= 0 and TIMED >= 1")
+        speed_iters = _warmup_timed("--speed-iters", self.speed_iters,
+                                    TINY_SPEED_ITERS if self.tiny else DEFAULT_SPEED_ITERS)
+        probe_iters = _warmup_timed("--probe-iters", self.probe_iters,
+                                    TINY_PROBE_ITERS if self.tiny else DEFAULT_PROBE_ITERS)
+        if self.budget is not None:
+            parse_duration(self.budget)
         output = self.output or os.path.join("output", f"pipeline_{self.dataset}_{self.detector}")
         return dataclasses.replace(self, opts=opts, redo=redo, max_iter=max_iter,
-                                   speed_iters=speed_iters, output=os.path.abspath(output),
+                                   speed_iters=speed_iters, probe_iters=probe_iters,
+                                   output=os.path.abspath(output),
                                    train=train, test=test, classes=[str(c) for c in self.classes])
 
     def dataset_label(self):

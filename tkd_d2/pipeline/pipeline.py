@@ -2,14 +2,17 @@
 built as a :class:`~.runner.Job` and run (or reused) by one :class:`~.runner.StageRunner`;
 then it writes the report."""
 import dataclasses
+import datetime
 import os
 
 from ..data import default_root
 from .options import PipelineOptions
+from .budget import TRAININGS, Timings, fit_budget, format_plan, parse_duration, stage_seconds
 from .pictures import listed_pictures, pictures_job
+from .probe import probe_timings, process_age
 from .plan import Plan
 from .report import ModelResult, Report, StageTime, plot_training_curves, speed_section, write_report
-from .runner import StageError, StageRunner, now
+from .runner import Job, StageError, StageRunner, now
 from .speed import deploy_job, deploy_section, speed_job
 from .stages import COMMAND_STAGES, MODELS, STAGE_LABELS, STAGES
 from .training import entry_command, eval_job, run_data_stage, train_job
@@ -40,6 +43,7 @@ class Pipeline:
                                   redo=plan.options.redo)
         self.status = self.runner.status
         self.pictures = []  # set by stage_pictures
+        self.process_start = process_age()  # this process's imports: as a training's start-up
 
     # what the plan resolved, under the names callers know
     configs = property(lambda self: self.plan.configs)
@@ -53,6 +57,57 @@ class Pipeline:
     # ---------------------------------------------------------------- stages
     def stage_data(self):
         run_data_stage(self.runner, self.plan)
+
+    def stage_plan(self):
+        """Time each model's step and inference, print every stage's planned wall time;
+        with ``--budget``, give every training the iterations that fit. The plan is recorded
+        in stages.json, so a resumed run keeps the schedule (and budget) it started with."""
+        plan, options = self.plan, self.options
+        warmup, iters = options.probe_iters
+        settings = {"train_opts": plan.train_opts, "configs": plan.configs, "budget": options.budget,
+                    "probe": [warmup, iters], "eval_opts": plan.eval_opts}
+        self.runner.execute(Job("plan", f"planning: {warmup} + {iters} timed training steps of "
+                                "each model and test inference", settings,
+                                compute=self.make_plan, record_result=True))
+        result = self.status.get("plan")["result"]
+        if result["iterations"] != {m: plan.iterations(m) for m in TRAININGS}:
+            plan.set_budget_iterations(result["iterations"])
+        total = sum(result["planned"].values())
+        finish = datetime.datetime.now() + datetime.timedelta(seconds=total)
+        labels = {name: STAGE_LABELS.get(name, name) for name in result["planned"]}
+        lines = format_plan(result["planned"], result["iterations"],
+                            Timings.from_dict(result["timings"]), labels, result["budget"],
+                            result["note"])
+        print("\n".join(lines) + f"\n  ends about {finish:%H:%M} if the machine stays as quiet",
+              flush=True)
+
+    def make_plan(self):
+        """The plan stage's work: measure, fit the budget, estimate each stage."""
+        plan, options = self.plan, self.options
+        timings = probe_timings(plan, *options.probe_iters, process_start=self.process_start)
+        iterations = {m: plan.iterations(m) for m in TRAININGS}
+        test_images = plan.test_images()
+        budget = parse_duration(options.budget) if options.budget else None
+        note = ""
+        if budget:
+            user = plan.user_sets_iterations()
+            if user:
+                note = f"{user} wins over --budget {options.budget}: the iterations are yours"
+            else:
+                cfgs = plan.trained_configs()
+                spent = (self.status.get("data").get("seconds") or 0.0) + timings.probe_seconds
+                fit = fit_budget(budget, timings, default_iterations=iterations,
+                                 batch={m: cfgs[m].SOLVER.IMS_PER_BATCH for m in TRAININGS},
+                                 train_images=plan.train_images(), test_images=test_images,
+                                 pictures=options.num_images, speed_iters=options.speed_iters,
+                                 spent=spent, min_iterations=1 if options.tiny else 100)
+                iterations, note = fit.iterations, fit.note
+        planned = {"data": self.status.get("data").get("seconds") or 0.0,
+                   "plan": timings.probe_seconds}
+        planned.update(stage_seconds(timings, iterations, test_images, options.num_images,
+                                     options.speed_iters))
+        return {"timings": dataclasses.asdict(timings), "iterations": iterations,
+                "planned": planned, "budget": budget, "note": note}
 
     def stage_train(self, key):
         plan = self.plan
@@ -107,8 +162,23 @@ class Pipeline:
             if recorded.get("resumed"):
                 note = (note + "; " if note else "") + "resumed after an interruption (time summed)"
             rows.append(StageTime(label, recorded.get("seconds"),
-                                  recorded.get("status", "not recorded"), note))
+                                  recorded.get("status", "not recorded"), note,
+                                  planned=self.planned().get(stage)))
         return rows
+
+    def planned(self):
+        """{stage: seconds} the plan stage printed before training ({} without one)."""
+        return (self.status.get("plan").get("result") or {}).get("planned", {})
+
+    def plan_note(self):
+        result = self.status.get("plan").get("result")
+        if not result:
+            return ""
+        budget = f" with --budget {self.options.budget}" if result.get("budget") else ""
+        note = (f"Planned: the plan stage's estimate before the first training{budget}, from "
+                "timed training steps and test inference on this machine.")
+        chosen = result.get("note") or ""
+        return note + (f" {chosen[0].upper()}{chosen[1:]}." if chosen else "")
 
     def summary(self, curves):
         """The :class:`~.report.Report` of this run: its models, speed, stage times, pictures
@@ -145,6 +215,7 @@ class Pipeline:
             speed=speed,
             deploy=deploy_section(plan, self.status, shown),
             stages=self.stage_rows(),
+            plan_note=self.plan_note(),
             curves=curves,
             pictures=self.pictures,
             pictures_note=f"Each picture: ground truth | teacher | baseline | TKD student "
@@ -176,6 +247,7 @@ class Pipeline:
         if options.redo:
             print(f"redo: {', '.join(sorted(options.redo))}", flush=True)
         self.stage_data()
+        self.stage_plan()
         for key in MODELS:
             self.stage_train(key)
         for key in MODELS:

@@ -3,7 +3,7 @@ run's overrides (``--tiny``, ``--max-iter``, ``--seed``, ``--opts``, a custom da
 settings derived from it), the output folders, and how the report names each model."""
 import os
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from ..config import epoch_iterations, is_distiller_config, load_config, schedule_overrides
 from ..data import (coco_category_names, derive_settings, format_inspection, inspect_dataset,
@@ -47,6 +47,7 @@ class Plan:
         self.classes = None  # --dataset custom: the class names (custom_data_opts)
         self.test_dataset = None  # the evaluated set (known once the data stage registered it)
         self._trained_cfgs = None
+        self.budget_iterations = None  # model → iterations --budget chose (set_budget_iterations)
         self._prepare_opts()
 
     def _prepare_opts(self):
@@ -65,7 +66,7 @@ class Plan:
         common += self.custom_data_opts() + settings_overrides(self.derived or {})
         self.train_opts = {}
         for m in MODELS:
-            max_iter = options.max_iter
+            max_iter = (self.budget_iterations or {}).get(m) or options.max_iter
             schedule_of_data = (self.derived or {}).get("schedule")
             if max_iter is None and schedule_of_data:
                 batch = load_config(self.configs[m], common + list(options.opts),
@@ -76,6 +77,34 @@ class Plan:
             self.train_opts[m] = (common + schedule + ["SEED", str(seed), "DATASETS.TEST", "()"]
                                   + list(options.opts))
         self.eval_opts = common + list(options.opts)
+
+    def user_sets_iterations(self):
+        """How the user fixed the iterations by hand (``--max-iter``, ``SOLVER.MAX_ITER`` in
+        ``--opts``), or None: what the user sets wins over ``--budget``."""
+        if self.options.max_iter and not self.options.tiny:
+            return f"--max-iter {self.options.max_iter}"
+        opts = list(self.options.opts)
+        for key in ("SOLVER.MAX_ITER", "SOLVER.EPOCHS"):
+            if key in opts[::2]:
+                return f"--opts {key} {opts[opts.index(key) + 1]}"
+        return None
+
+    def set_budget_iterations(self, iterations):
+        """Train model m for ``iterations[m]`` (LR steps and warm-ups scaled with it)."""
+        self.budget_iterations = dict(iterations)
+        self._prepare_opts()
+        self._trained_cfgs = None
+
+    def train_images(self):
+        """Images of the training set(s) one epoch visits (the datasets registered)."""
+        from detectron2.data import get_detection_dataset_dicts
+
+        cfg = self.trained_configs()["baseline"]
+        return len(get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS))
+
+    def test_images(self):
+        return len(DatasetCatalog.get(self.test_dataset))
 
     def custom_classes(self):
         """Class names of the --dataset custom entries: every COCO file's categories (which

@@ -85,6 +85,7 @@ class StageTime:
     seconds: Optional[float] = None
     status: str = ""
     note: str = ""
+    planned: Optional[float] = None  # what the plan said before training (None: no plan)
 
 
 @dataclasses.dataclass
@@ -98,6 +99,7 @@ class Report:
     speed: Optional[SpeedSection] = None
     deploy: Optional[DeploySection] = None
     stages: List[StageTime] = dataclasses.field(default_factory=list)
+    plan_note: str = ""  # where the planned times come from (and what --budget chose)
     curves: Optional[str] = None  # PNG
     pictures: List[str] = dataclasses.field(default_factory=list)  # PNGs
     pictures_note: str = ""
@@ -326,8 +328,18 @@ def write_report(path, report):
 
     # ---- time
     lines += ["## Wall time of each stage", ""]
-    rows = [[s.label, fmt_seconds(s.seconds), s.status, s.note] for s in report.stages]
-    lines += [_md_table(["stage", "wall time", "status", "note"], rows), ""]
+    if report.plan_note:
+        lines += [report.plan_note, ""]
+    planned = [s.planned for s in report.stages if s.planned is not None]
+    if planned:  # a run with a plan: planned beside actual, and the totals
+        rows = [[s.label, fmt_seconds(s.planned), fmt_seconds(s.seconds), s.status, s.note]
+                for s in report.stages]
+        actual = sum(s.seconds or 0.0 for s in report.stages)
+        rows.append(["total", fmt_seconds(sum(planned)), fmt_seconds(actual), "", ""])
+        lines += [_md_table(["stage", "planned", "wall time", "status", "note"], rows), ""]
+    else:
+        rows = [[s.label, fmt_seconds(s.seconds), s.status, s.note] for s in report.stages]
+        lines += [_md_table(["stage", "wall time", "status", "note"], rows), ""]
 
     # ---- curves
     lines += ["## Training curves", ""]

@@ -13,6 +13,7 @@ MODELS = ("teacher", "baseline", "tkd")
 
 STAGES = {
     "data": Stage(1, label="1 data", redo=False),
+    "plan": Stage(1, label="1 plan (timing probe)", again="measure again"),
     "teacher": Stage(2, label="2 train teacher", again="train again", command=True, precious=True),
     "baseline": Stage(3, label="3 train baseline student", again="train again", command=True,
                       precious=True),

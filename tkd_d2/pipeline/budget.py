@@ -1,0 +1,141 @@
+"""Time before training: what each stage of the main job will take on this machine, and the
+schedule that fits ``--budget``.
+
+Pure arithmetic on :class:`Timings` (what :mod:`.probe` measured, or a fake in the tests):
+
+* :func:`stage_seconds`: every stage's planned wall time for given iterations;
+* :func:`fit_budget`: the iterations that fit a budget. The rule: every model trains the
+  same number of epochs, the largest that fits after the evaluations, pictures, speed and
+  export are paid for, and never more than the schedule the run would have had without a
+  budget. Same epochs for the teacher (a teacher trained less than its student is not worth
+  distilling) and for both students (baseline and TKD compare at one schedule); per epoch the
+  TKD step costs the most, and the split charges each model its own measured step.
+"""
+import dataclasses
+import math
+import re
+from typing import Dict
+
+from ..errors import ConfigError
+from .report import fmt_seconds
+
+__all__ = ["Timings", "BudgetFit", "fit_budget", "format_plan", "parse_duration", "stage_seconds",
+           "TRAININGS"]
+
+TRAININGS = ("teacher", "baseline", "tkd")
+# the inference each evaluation runs: the TKD student is the student network
+_INFER_OF = {"eval_teacher": "teacher", "eval_baseline": "student", "eval_tkd": "student"}
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text, flag="--budget"):
+    """Seconds in ``text``: ``90s``, ``45m``, ``2h``, ``1h30m`` (also ``1.5h``, ``1h 30m``);
+    raises :class:`ConfigError` naming ``flag`` for anything else or a non-positive value."""
+    s = str(text).strip().lower().replace(" ", "")
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", s)
+    if not s or "".join(n + u for n, u in parts) != s or len({u for _, u in parts}) != len(parts):
+        raise ConfigError(f"{flag} {text!r}: give a duration such as 90s, 45m, 2h or 1h30m")
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"{flag} {text!r}: the duration must be positive")
+    return seconds
+
+
+@dataclasses.dataclass
+class Timings:
+    """What one training or evaluation costs on this machine (seconds)."""
+
+    step: Dict[str, float]  # training model (teacher, baseline, tkd) → seconds per iteration
+    infer: Dict[str, float]  # "teacher" / "student" → seconds per test image at batch 1
+    start: float  # one training / evaluation process: start-up, model build, first batch
+    build: float  # one model built and loaded inside the pipeline's process
+    probe_seconds: float = 0.0  # what measuring all this cost
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def stage_seconds(timings, iterations, test_images, pictures, speed_iters):
+    """{stage: planned seconds} of every stage after the plan, for ``iterations`` (training
+    model → iterations), ``test_images`` evaluated, ``pictures`` drawn and ``speed_iters``
+    ((warm-up, timed) of the speed stage)."""
+    t, s = timings.infer["teacher"], timings.infer["student"]
+    timed = sum(speed_iters)
+    plan = {m: timings.start + iterations[m] * timings.step[m] for m in TRAININGS}
+    plan.update({stage: timings.start + test_images * timings.infer[model]
+                 for stage, model in _INFER_OF.items()})
+    plan["pictures"] = 3 * timings.build + pictures * (t + 2 * s)
+    plan["speed"] = 2 * timings.build + timed * (t + s)
+    # export, then ONNX Runtime over the test set (about the eager student's speed) and timed
+    plan["deploy"] = timings.start + (test_images + timed) * s
+    plan["report"] = timings.build
+    return plan
+
+
+@dataclasses.dataclass
+class BudgetFit:
+    iterations: Dict[str, int]  # training model → iterations
+    epochs: float  # of each model
+    note: str  # what the budget chose and what it gave up, in a sentence
+
+
+def fit_budget(budget, timings, *, default_iterations, batch, train_images, test_images, pictures,
+               speed_iters, spent=0.0, min_iterations=100, flag="--budget"):
+    """The iterations per training model that end the whole run within ``budget`` seconds
+    (``spent`` of it already gone: data and plan), by the module's rule; capped at
+    ``default_iterations`` (model → the schedule without a budget). ``batch``: model → images
+    per iteration. Raises :class:`ConfigError` when fewer than ``min_iterations`` fit."""
+    fixed = stage_seconds(timings, dict.fromkeys(TRAININGS, 0), test_images, pictures, speed_iters)
+    left = budget - spent - sum(fixed.values())
+    per_epoch = sum(timings.step[m] * train_images / batch[m] for m in TRAININGS)
+    epochs = max(0.0, left / per_epoch)
+    fit = {m: min(default_iterations[m], int(math.floor(epochs * train_images / batch[m])))
+           for m in TRAININGS}
+    smallest = min(fit.values())
+    if smallest < min_iterations:
+        least = dict.fromkeys(TRAININGS, min_iterations)
+        need = spent + sum(stage_seconds(timings, least, test_images, pictures, speed_iters).values())
+        raise ConfigError(
+            f"{flag} {fmt_seconds(budget)} is too small: the least useful run ({min_iterations} "
+            f"iteration{'s' if min_iterations != 1 else ''} per model, then evaluation, pictures and export) takes about "
+            f"{fmt_seconds(need)} on this machine (measured steps: "
+            + ", ".join(f"{m} {timings.step[m]:.2f} s" for m in TRAININGS) + ")")
+    chosen = {m: fit[m] * batch[m] / train_images for m in TRAININGS}
+    epochs = min(chosen.values())
+    default_epochs = min(default_iterations[m] * batch[m] / train_images for m in TRAININGS)
+    if all(fit[m] == default_iterations[m] for m in TRAININGS):
+        note = (f"the full schedule ({_iters(fit)}, {epochs:.3g} epochs) fits {flag} "
+                f"{fmt_seconds(budget)}")
+    else:
+        note = (f"{flag} {fmt_seconds(budget)}: {epochs:.3g} epochs per model ({_iters(fit)}) "
+                f"instead of {default_epochs:.3g} epochs ({_iters(default_iterations)}); LR steps and "
+                "warm-ups scaled with them")
+        if epochs < 1:
+            note += (". Less than one epoch fits: a smaller input (INPUT.MIN_SIZE_TRAIN) or "
+                     "training on crops (INPUT.DEFECT_CROP) would see every image in the time")
+    return BudgetFit(iterations=fit, epochs=epochs, note=note)
+
+
+def _iters(iterations):
+    values = sorted(set(iterations.values()))
+    if len(values) == 1:
+        return f"{values[0]} iterations"
+    return ", ".join(f"{m} {n}" for m, n in iterations.items()) + " iterations"
+
+
+def format_plan(planned, iterations, timings, labels, budget=None, note=""):
+    """The plan as the console prints it before the first training: one line per stage and
+    the total. ``planned``: {stage: seconds}; ``labels``: {stage: its name in the table}."""
+    lines = ["  measured: " + ", ".join(f"{m} step {timings.step[m]:.2f} s" for m in TRAININGS)
+             + f"; inference {timings.infer['teacher']:.3f} s (teacher), "
+             f"{timings.infer['student']:.3f} s (student) per image"]
+    for stage, seconds in planned.items():
+        extra = f" ({iterations[stage]} iterations)" if stage in iterations else ""
+        lines.append(f"  {labels.get(stage, stage):<28} {fmt_seconds(seconds):>12}{extra}")
+    total = sum(planned.values())
+    lines.append(f"  {'total':<28} {fmt_seconds(total):>12}"
+                 + (f" (budget {fmt_seconds(budget)})" if budget else ""))
+    if note:
+        lines.append(f"  {note}")
+    return lines

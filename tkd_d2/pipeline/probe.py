@@ -1,0 +1,114 @@
+"""The plan's measurements (:class:`~.budget.Timings`): a few real training steps of each
+model the main job trains and a few test images through teacher and student, in this
+process, at the settings the runs will use.
+
+The probe trains throw-away copies (a random teacher stands in for the trained one: a step
+costs the same), so the runs themselves are untouched: they start in fresh processes with
+their own seeds.
+"""
+import os
+import statistics
+import tempfile
+import time
+
+from ..checkpoint import SafeCheckpointer
+from .budget import TRAININGS, Timings
+from .speed import sample_seconds
+
+__all__ = ["probe_timings", "process_age"]
+
+
+def process_age():
+    """Seconds since this process started (its imports included), or None off Linux."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = float(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _train_steps(cfg, warmup, iters):
+    """(build seconds, first batch seconds, median step seconds) of training ``cfg``."""
+    import torch
+    from detectron2.utils.events import EventStorage
+
+    from ..engine import Trainer
+
+    start = time.perf_counter()
+    model = Trainer.build_model(cfg)
+    built = time.perf_counter() - start
+    model.train()
+    optimizer = Trainer.build_optimizer(cfg, model)
+    start = time.perf_counter()
+    loader = iter(Trainer.build_train_loader(cfg))
+    batches = [next(loader)]
+    first = time.perf_counter() - start
+
+    def step(i):
+        batch = batches.pop() if batches else next(loader)
+        with EventStorage(i):
+            losses = model(batch)
+            sum(losses.values()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    times = sample_seconds(step, iters, warmup)
+    del loader
+    return model, built, first, statistics.median(times)
+
+
+def _inference_seconds(cfg, model, dataset, warmup, iters):
+    """Median seconds per test image of ``model`` as the evaluation runs it (test loader,
+    batch 1, tiles where TEST.TILE.SIZE > 0)."""
+    import torch
+
+    from ..engine import Trainer
+    from ..modeling.tiled import tiled
+
+    model.eval()
+    detector = tiled(cfg, model)
+    loader = iter(Trainer.build_test_loader(cfg, dataset))
+    inputs = [next(loader, None) for _ in range(max(1, min(warmup + iters, 8)))]
+    inputs = [x for x in inputs if x is not None]
+    with torch.no_grad():
+        times = sample_seconds(lambda i: detector(inputs[i % len(inputs)]), iters, warmup)
+    return statistics.median(times)
+
+
+def probe_timings(plan, warmup=2, iters=3, process_start=None):
+    """:class:`~.budget.Timings` of ``plan``'s runs (its datasets registered): ``warmup`` +
+    ``iters`` training steps of each model and of test inference. ``process_start``: the
+    start-up seconds of one training process (default: this process's age at the call,
+    which imported the same libraries)."""
+    began = time.perf_counter()
+    age = process_age() if process_start is None else process_start
+    cfgs = plan.trained_configs()
+    step, infer, builds, firsts = {}, {}, [], []
+    with tempfile.TemporaryDirectory(prefix="tkd_probe_") as tmp:
+        for key in TRAININGS:
+            cfg = cfgs[key].clone()
+            cfg.defrost()
+            cfg.OUTPUT_DIR = tmp
+            if key == "tkd":  # a random teacher of the teacher's config: the same step cost
+                cfg.MODEL.TKD.TEACHER.CONFIG = os.path.join(tmp, "teacher.yaml")
+                cfg.MODEL.TKD.TEACHER.WEIGHTS = os.path.join(tmp, "teacher.pth")
+                cfg.MODEL.TKD.WARMUP_ITERS = 0  # KD on from the first step, as most of the run
+            cfg.freeze()
+            model, built, first, step[key] = _train_steps(cfg, warmup, iters)
+            builds.append(built)
+            firsts.append(first)
+            if key == "teacher":
+                with open(os.path.join(tmp, "teacher.yaml"), "w") as f:
+                    f.write(cfgs["teacher"].dump())
+                SafeCheckpointer(model, tmp).save("teacher")
+                infer["teacher"] = _inference_seconds(cfg, model, plan.test_dataset, 1, iters)
+            elif key == "baseline":
+                infer["student"] = _inference_seconds(cfg, model, plan.test_dataset, 1, iters)
+            del model
+    build = statistics.median(builds)
+    start = (age if age is not None else 5.0) + build + statistics.median(firsts)
+    return Timings(step=step, infer=infer, start=start, build=build,
+                   probe_seconds=time.perf_counter() - began)
