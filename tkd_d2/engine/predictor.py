@@ -7,6 +7,7 @@ from detectron2.modeling import build_model
 
 from ..checkpoint import load_weights
 from ..config import student_cfg
+from ..modeling import apply_memory_format
 from ..modeling.tiled import tiled
 
 __all__ = ["Predictor", "resize_for_inference"]
@@ -33,7 +34,7 @@ class Predictor(DefaultPredictor):
         # DefaultPredictor.__init__ with the checked load in place of its unchecked one
         # (__call__ is detectron2's own)
         self.cfg = student_cfg(cfg).clone()
-        self.model = build_model(self.cfg)
+        self.model = apply_memory_format(self.cfg, build_model(self.cfg))
         self.model.eval()
         if len(self.cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(self.cfg.DATASETS.TEST[0])

@@ -15,6 +15,7 @@ from ..checkpoint import SafeCheckpointer
 from ..data import TKDDatasetMapper, check_images, train_thing_classes
 from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
+from ..modeling import apply_memory_format
 from ..modeling.tiled import tiled
 from .hooks import TKDHook
 from .resume import (ResumableSampler, loss_normalizers, metric_history, restore_metric_history, rng_state,
@@ -115,6 +116,11 @@ class Trainer(DefaultTrainer):
         count = check_images(dataset_dicts, ", ".join(names))
         logger.info("Checked %d images of %s: all readable (%.1f s).", count, ", ".join(names),
                     time.perf_counter() - start)
+
+    @classmethod
+    def build_model(cls, cfg):
+        """detectron2's model, in channels-last memory where MODEL.CHANNELS_LAST."""
+        return apply_memory_format(cfg, super().build_model(cfg))
 
     @classmethod
     def build_train_loader(cls, cfg):
