@@ -10,6 +10,7 @@ Each variant's peak resident memory is measured in a fresh process (``--memory V
 
     python benchmarks/bench_cost.py                     # RetinaNet R-50 -> R-18, 200 px, batch 8
     python benchmarks/bench_cost.py --detector fcos --rounds 5
+    python benchmarks/bench_cost.py --backbones lite --size 480 --batch 4 --layouts nchw nhwc --no-parts
     python benchmarks/bench_cost.py --tiny              # smoke test (seconds)
     python benchmarks/bench_cost.py --tiny --results-dir /tmp/r   # (or $TKD_BENCH_RESULTS_DIR)
 """
@@ -26,16 +27,23 @@ from common import (add_results_dir_argument, fake_batch, load_cfg, machine, med
 PARTS = ("crd", "ded", "drd")
 
 
-def _configs(detector):
-    return (f"configs/NEU-DET/{detector}_R_18_FPN.yaml", f"configs/NEU-DET/{detector}_R_50_FPN.yaml",
-            f"configs/NEU-DET/tkd_{detector}_R_50_to_R_18.yaml")
+LAYOUTS = {"nchw": "False", "nhwc": "True"}  # MODEL.CHANNELS_LAST
+
+
+def _configs(detector, backbones="resnet"):
+    folder, teacher, student = {"resnet": ("NEU-DET", "R_50", "R_18"),
+                                "lite": ("Synthetic", "Lite2", "Lite0")}[backbones]
+    return (f"configs/{folder}/{detector}_{student}_FPN.yaml", f"configs/{folder}/{detector}_{teacher}_FPN.yaml",
+            f"configs/{folder}/tkd_{detector}_{teacher}_to_{student}.yaml")
 
 
 def build_variants(args, tmp, only=None):
     import torch
     from detectron2.modeling import build_model
 
-    student_yaml, teacher_yaml, tkd_yaml = _configs(args.detector)
+    from tkd_d2.modeling import apply_memory_format
+
+    student_yaml, teacher_yaml, tkd_yaml = _configs(args.detector, args.backbones)
     small = ["MODEL.FPN.OUT_CHANNELS", "64"] if args.tiny else []
     teacher_file = tmp / "teacher.yaml"
     weights = tmp / "random_teacher.pth"
@@ -45,19 +53,30 @@ def build_variants(args, tmp, only=None):
     common = small + ["MODEL.TKD.TEACHER.CONFIG", str(teacher_file), "MODEL.TKD.TEACHER.WEIGHTS",
                       weights, "MODEL.TKD.WARMUP_ITERS", "0"]
 
-    def distiller(keep):  # a part left out of MODEL.TKD.PARTS is not computed
-        return build_model(load_cfg(tkd_yaml, common + ["MODEL.TKD.PARTS", json.dumps(list(keep))]))
+    def built(yaml, opts):  # as the trainer builds it: in the config's memory layout
+        cfg = load_cfg(yaml, opts)
+        return apply_memory_format(cfg, build_model(cfg))
 
-    builders = {
-        "student": lambda: build_model(load_cfg(student_yaml, small)),
-        "kd_off": lambda: distiller([]),
-        "teacher_fwd": lambda: distiller([]).teacher,
-        **{part: (lambda part=part: distiller([part])) for part in PARTS},
-        "tkd": lambda: distiller(list(PARTS)),
-    }
+    builders = {}
+    for layout in args.layouts:
+        suffix = f"_{layout}" if len(args.layouts) > 1 else ""
+        opts = ["MODEL.CHANNELS_LAST", LAYOUTS[layout]]
+
+        def distiller(keep, opts=opts):  # a part left out of MODEL.TKD.PARTS is not computed
+            return built(tkd_yaml, common + opts + ["MODEL.TKD.PARTS", json.dumps(list(keep))])
+
+        builders.update({
+            f"teacher{suffix}": lambda opts=opts: built(teacher_yaml, small + opts),
+            f"student{suffix}": lambda opts=opts: built(student_yaml, small + opts),
+            f"kd_off{suffix}": lambda d=distiller: d([]),
+            f"teacher_fwd{suffix}": lambda d=distiller: d([]).teacher,
+            **({f"{part}{suffix}": (lambda part=part, d=distiller: d([part])) for part in PARTS}
+               if args.parts else {}),
+            f"tkd{suffix}": lambda d=distiller: d(list(PARTS)),
+        })
     variants = {name: build() for name, build in builders.items() if only in (None, name)}
     for name, model in variants.items():
-        if name != "teacher_fwd":
+        if not name.startswith("teacher_fwd"):
             model.train()
     torch.manual_seed(0)
     return variants
@@ -67,7 +86,7 @@ def step_fn(name, model, batch):
     import torch
     from detectron2.utils.events import EventStorage
 
-    if name == "teacher_fwd":
+    if name.startswith("teacher_fwd"):
         def run():
             with torch.no_grad():
                 images = model.preprocess_image(batch)
@@ -98,16 +117,33 @@ def measure(args, tmp):
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{k} {v[-1]:.3f}s" for k, v in samples.items()), file=sys.stderr, flush=True)
     sec = {name: statistics.median(v) for name, v in samples.items()}
+    result = {"seconds_per_iter": sec, "samples": samples}
+    for layout in args.layouts:
+        suffix = f"_{layout}" if len(args.layouts) > 1 else ""
+        ratios = _ratios({k[: len(k) - len(suffix)]: v for k, v in sec.items() if k.endswith(suffix)},
+                         args.parts)
+        if suffix:
+            result.setdefault("by_layout", {})[layout] = ratios
+        else:
+            result.update(ratios)
+    if len(args.layouts) > 1:  # how much faster the second layout is, per model
+        a, b = args.layouts[:2]
+        result[f"speedup_{b}_over_{a}"] = {
+            k[: -len(a) - 1]: sec[k] / sec[k[: -len(a)] + b] for k in sec if k.endswith(f"_{a}")}
+    return result
+
+
+def _ratios(sec, parts):
     base = sec["student"] + sec["teacher_fwd"]
-    return {
-        "seconds_per_iter": sec,
-        "samples": samples,
+    ratios = {
         "tkd_over_student_plus_teacher_fwd": sec["tkd"] / base,
         "tkd_over_student": sec["tkd"] / sec["student"],
         "kd_off_over_student_plus_teacher_fwd": sec["kd_off"] / base,
-        "kd_share_of_tkd_step": {p: (sec[p] - sec["kd_off"]) / sec["tkd"] for p in PARTS},
         "kd_total_share_of_tkd_step": (sec["tkd"] - sec["kd_off"]) / sec["tkd"],
     }
+    if parts:
+        ratios["kd_share_of_tkd_step"] = {p: (sec[p] - sec["kd_off"]) / sec["tkd"] for p in PARTS}
+    return ratios
 
 
 def memory_of(args, variant):
@@ -122,6 +158,13 @@ def memory_of(args, variant):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
+    p.add_argument("--backbones", choices=["resnet", "lite"], default="resnet",
+                   help="R-50 -> R-18 (NEU-DET configs) or Lite2 -> Lite0 (synthetic configs)")
+    p.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=["nhwc"],
+                   help="memory layouts to time (MODEL.CHANNELS_LAST False / True); two: "
+                        "interleaved, with the speed-up of the second")
+    p.add_argument("--no-parts", dest="parts", action="store_false",
+                   help="skip the CRD-, DED- and DRD-only distillers")
     p.add_argument("--size", type=int, default=200, help="square input side (NEU-DET: 200)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--boxes", type=int, default=3, help="GT boxes per image")
@@ -139,14 +182,17 @@ def main():
         print(json.dumps(memory_of(args, args.memory)))
         return
     result = {"machine": machine(), "command": " ".join(["python"] + sys.argv),
-              "setting": {k: getattr(args, k) for k in ("detector", "size", "batch", "boxes", "rounds", "tiny")}}
+              "setting": {k: getattr(args, k) for k in ("detector", "backbones", "layouts", "size", "batch",
+                                                        "boxes", "rounds", "tiny")}}
     name = args.name or f"cost_{args.detector}" + ("_tiny" if args.tiny else "")
     with tempfile.TemporaryDirectory() as tmp:
         result.update(measure(args, tmp))
         write_result(name, result, args.results_dir)
         if not args.no_memory:
-            flags = ["--detector", args.detector, "--size", str(args.size), "--batch", str(args.batch),
+            flags = ["--detector", args.detector, "--backbones", args.backbones, "--layouts",
+                     *args.layouts, "--size", str(args.size), "--batch", str(args.batch),
                      "--boxes", str(args.boxes), "--teacher-dir", tmp] + (["--tiny"] if args.tiny else [])
+            flags += [] if args.parts else ["--no-parts"]
             result["peak_rss_mb"] = {}
             for variant in result["seconds_per_iter"]:
                 mem = run_python([str(Path(__file__)), "--memory", variant, *flags])
@@ -156,9 +202,14 @@ def main():
     print(f"| variant | s/iter | peak RSS MB |\n|---|---|---|")
     for k, v in sec.items():
         print(f"| {k} | {v:.3f} | {result.get('peak_rss_mb', {}).get(k, float('nan')):.0f} |")
-    print(f"TKD / (student + teacher fwd) = {result['tkd_over_student_plus_teacher_fwd']:.3f}")
-    print("KD share of a TKD step: " + ", ".join(f"{k} {v:.1%}" for k, v in result["kd_share_of_tkd_step"].items()))
-
+    for layout, ratios in result.get("by_layout", {"": result}).items():
+        print(f"{layout + ': ' if layout else ''}TKD / (student + teacher fwd) = "
+              f"{ratios['tkd_over_student_plus_teacher_fwd']:.3f}")
+        if "kd_share_of_tkd_step" in ratios:
+            print("KD share of a TKD step: " + ", ".join(
+                f"{k} {v:.1%}" for k, v in ratios["kd_share_of_tkd_step"].items()))
+    for key in (k for k in result if k.startswith("speedup_")):
+        print(f"{key}: " + ", ".join(f"{k} {v:.2f}x" for k, v in result[key].items()))
 
 if __name__ == "__main__":
     main()

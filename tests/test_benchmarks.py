@@ -212,3 +212,16 @@ def test_bench_backbones_tiny(tmp_path):
     # the lightweight student is the smallest detector
     assert min(result["models"], key=lambda n: result["models"][n]["params_M"]) == "Lite0"
     assert "| Lite0 |" in proc.stdout
+
+
+def test_bench_cost_two_layouts_tiny(tmp_path):
+    # the step-speed table: teacher, student and TKD step in both memory layouts, interleaved
+    run_bench("bench_cost.py", ["--no-memory", "--backbones", "lite", "--layouts", "nchw", "nhwc",
+                                "--no-parts", "--name", "cost_layouts_tiny"], tmp_path)
+    result = load(tmp_path, "cost_layouts_tiny")
+    models = ["teacher", "student", "teacher_fwd", "kd_off", "tkd"]
+    all_positive(result["seconds_per_iter"], [f"{m}_{l}" for m in models for l in ("nchw", "nhwc")],
+                 "seconds_per_iter")
+    assert set(result["speedup_nhwc_over_nchw"]) == set(models)
+    for layout in ("nchw", "nhwc"):
+        all_positive(result["by_layout"][layout], ["tkd_over_student_plus_teacher_fwd"], layout)
