@@ -225,3 +225,20 @@ def test_bench_cost_two_layouts_tiny(tmp_path):
     assert set(result["speedup_nhwc_over_nchw"]) == set(models)
     for layout in ("nchw", "nhwc"):
         all_positive(result["by_layout"][layout], ["tkd_over_student_plus_teacher_fwd"], layout)
+
+
+def test_bench_large_images_tiny(tmp_path):
+    # the crops route end to end: the main job with defect crops and tiled evaluation
+    run_bench("bench_large_images.py", ["--routes", "crops", "--output-root", str(tmp_path / "out")],
+              tmp_path, timeout=900)
+    result = load(tmp_path, "large_images_synthetic_retinanet_tiny")
+    route = result["routes"]["crops"]
+    for model in ("teacher", "baseline", "tkd"):
+        positive(route["models"][model]["train_seconds"], f"{model} train_seconds")
+    import yaml
+
+    out = tmp_path / "out" / "large_images_synthetic_retinanet_tiny" / "crops"
+    config = yaml.safe_load((out / "tkd" / "config.yaml").read_text())
+    assert config["INPUT"]["DEFECT_CROP"]["ENABLED"] is True and config["INPUT"]["DEFECT_CROP"]["SIZE"] == 128
+    assert yaml.safe_load((out / "eval_tkd" / "config.yaml").read_text())["TEST"]["TILE"]["SIZE"] == 128
+    assert set(route["planned"]) >= {"teacher", "eval_tkd"}
