@@ -133,7 +133,7 @@ def planned_pipeline(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
     calls = []
 
-    def fake_probe(plan, warmup, iters, process_start=None):
+    def fake_probe(plan, warmup, iters, process_start=None, start_command=None):
         calls.append((warmup, iters))
         return Timings(step={"teacher": 0.04, "baseline": 0.02, "tkd": 0.03},
                        infer={"teacher": 0.01, "student": 0.005}, start=1.0, build=0.1,

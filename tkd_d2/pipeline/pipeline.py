@@ -84,7 +84,11 @@ class Pipeline:
     def make_plan(self):
         """The plan stage's work: measure, fit the budget, estimate each stage."""
         plan, options = self.plan, self.options
-        timings = probe_timings(plan, *options.probe_iters, process_start=self.process_start)
+        # a real start of the entry (imports and exit: seconds, more on a busy machine); the
+        # smoke-test scale takes this process's own start-up instead
+        start_command = None if options.tiny else [*self.entry, "--help"]
+        timings = probe_timings(plan, *options.probe_iters, process_start=self.process_start,
+                                start_command=start_command)
         iterations = {m: plan.iterations(m) for m in TRAININGS}
         test_images = plan.test_images()
         budget = parse_duration(options.budget) if options.budget else None

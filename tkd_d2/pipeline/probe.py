@@ -8,6 +8,7 @@ their own seeds.
 """
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 
@@ -78,13 +79,20 @@ def _inference_seconds(cfg, model, dataset, warmup, iters):
     return statistics.median(times)
 
 
-def probe_timings(plan, warmup=2, iters=3, process_start=None):
+def probe_timings(plan, warmup=2, iters=3, process_start=None, start_command=None):
     """:class:`~.budget.Timings` of ``plan``'s runs (its datasets registered): ``warmup`` +
-    ``iters`` training steps of each model and of test inference. ``process_start``: the
-    start-up seconds of one training process (default: this process's age at the call,
-    which imported the same libraries)."""
+    ``iters`` training steps of each model and of test inference. A process's start-up (its
+    imports and exit) is timed by running ``start_command`` (the entry's ``--help``), else
+    taken as ``process_start`` seconds (default: this process's age at the call, which
+    imported the same libraries)."""
     began = time.perf_counter()
-    age = process_age() if process_start is None else process_start
+    if start_command:
+        start = time.perf_counter()
+        subprocess.run(start_command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       cwd=plan.project_root, check=False)
+        age = time.perf_counter() - start
+    else:
+        age = process_age() if process_start is None else process_start
     cfgs = plan.trained_configs()
     step, infer, builds, firsts = {}, {}, [], []
     with tempfile.TemporaryDirectory(prefix="tkd_probe_") as tmp:
