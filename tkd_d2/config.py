@@ -297,23 +297,27 @@ def _explain_key_error(cfg, err, source):
     )
 
 
+def _yaml_files(config_file):
+    """``[(path, raw yaml dict)]`` of ``config_file`` and the files its ``_BASE_`` (a path or a
+    list of paths) names, in fvcore's merge order: bases first, depth first; a later file wins."""
+    with open(config_file) as f:
+        raw = yaml.safe_load(f) or {}
+    bases = raw.get("_BASE_") or []
+    files = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        base = os.path.expanduser(base)
+        files += _yaml_files(base if os.path.isabs(base) else os.path.join(os.path.dirname(config_file), base))
+    return files + [(config_file, raw)]
+
+
 def _yaml_setting(config_file, keys):
-    """The file of ``config_file``'s ``_BASE_`` chain whose value of ``keys`` wins the merge
-    (the child nearest the top that sets it), or None."""
-    path = config_file
-    while path:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+    """The file of ``config_file``'s ``_BASE_`` chain whose value of ``keys`` wins the merge, or None."""
+    for path, raw in reversed(_yaml_files(config_file)):
         node = raw
         for k in keys:
             node = node.get(k) if isinstance(node, dict) else None
         if node is not None:
             return path
-        base = raw.get("_BASE_")
-        if not base:
-            return None
-        base = os.path.expanduser(base)
-        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
     return None
 
 
@@ -424,21 +428,6 @@ def _yaml_keys(node, prefix=""):
     return keys
 
 
-def _yaml_chain(config_file):
-    """``[(path, raw yaml dict)]`` of ``config_file`` and its ``_BASE_`` files, child first."""
-    chain, path = [], config_file
-    while path:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-        chain.append((path, raw))
-        base = raw.get("_BASE_")
-        if not base:
-            break
-        base = os.path.expanduser(base)
-        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-    return chain
-
-
 def _apply_preset(cfg, config_file, opts):
     """Set the preset's keys except those the user set after naming it (see MODEL.TKD.PRESET)."""
     values = preset_values(cfg)
@@ -446,7 +435,7 @@ def _apply_preset(cfg, config_file, opts):
         return
     kept = set(opts[::2])
     if "MODEL.TKD.PRESET" not in kept:
-        for path, raw in _yaml_chain(config_file):  # the files from the one naming the preset down
+        for path, raw in reversed(_yaml_files(config_file)):  # from the last file merged to the one naming it
             keys = _yaml_keys({k: v for k, v in raw.items() if k != "_BASE_"})
             kept |= keys
             if "MODEL.TKD.PRESET" in keys:
