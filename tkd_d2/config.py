@@ -64,7 +64,7 @@ def add_tkd_config(cfg):
     _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
     _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5  # positives: within this many strides of a GT centre
     _C.MODEL.FCOS.BOX_LOSS = "giou"  # "giou", "diou", "ciou", "smooth_l1"
-    # edge distances: "relu" (detectron2's; dead where negative at every positive) or "exp" (never dead)
+    # edge distances: "relu" (detectron2's; stops learning where x < 0 at every positive) or "exp"
     _C.MODEL.FCOS.BOX_ACTIVATION = "relu"
     _C.MODEL.FCOS.TEST_SCORE_THRESH = 0.2
     _C.MODEL.FCOS.TEST_TOPK_CANDIDATES = 1000
@@ -118,9 +118,12 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.EVAL_TEACHER_FIRST = False  # evaluate the teacher on DATASETS.TEST before training
     _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels of DED and DRD
 
-    # CRD, cross-response: student head features, renormalised to the teacher's, through the teacher's head
+    # CRD, cross-response: student head features, renormalised to the teacher's statistics,
+    # through the rest of the teacher's head
     _C.MODEL.TKD.CRD = CN()
-    _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1  # tower conv reused; 0: head input; -1: 3 RetinaNet, 2 FCOS
+    # tower conv whose pre-activation output is reused; 0: the head's input; -1: the reference's
+    # (3 RetinaNet, 2 FCOS)
+    _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
     _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE against the teacher's probabilities
     _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between the decoded boxes
     _C.MODEL.TKD.CRD.BOX_LOSS = "giou"  # "giou", "ciou", "iou" (1 - each) or "log_iou" (-log IoU)
@@ -138,7 +141,7 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.DED.FG_WEIGHT = 5e-4  # loss_ded_fg: sum (S-T)^2 * A_s * A_c * M_fg / N
     _C.MODEL.TKD.DED.BG_WEIGHT = 5e-4  # loss_ded_bg: the same on the background mask
     _C.MODEL.TKD.DED.SSIM_WEIGHT = 5e-4  # loss_ded_ssim: (1 - SSIM) / 2
-    _C.MODEL.TKD.DED.SSIM_WINDOW = 11  # Gaussian window side, px
+    _C.MODEL.TKD.DED.SSIM_WINDOW = 11  # Gaussian window side, feature cells
     _C.MODEL.TKD.DED.SSIM_SIGMA = 1.5
 
     # DRD, dual relation: graph reasoning (GloRe) on teacher and student, MSE between
