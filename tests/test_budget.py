@@ -9,7 +9,8 @@ import pytest
 from tkd_d2.errors import ConfigError
 from tkd_d2.pipeline import PipelineOptions, Plan
 from tkd_d2.pipeline import pipeline as pipeline_module
-from tkd_d2.pipeline.budget import TRAININGS, Timings, fit_budget, format_plan, parse_duration, stage_seconds
+from tkd_d2.pipeline.budget import (TRAININGS, Timings, fit_budget, format_plan, parse_duration, refit_students,
+                                    stage_seconds)
 from tkd_d2.pipeline.runner import StageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,6 +103,20 @@ def test_too_small_budget_is_one_line_naming_the_minimum_measured():
     assert "teacher 4.00 s" in message
 
 
+def test_students_refit_to_the_budget_when_the_teacher_ran_slower():
+    t = fake_timings()
+    planned = dict.fromkeys(TRAININGS, 300)
+    kw = dict(test_images=500, pictures=6, speed_iters=(5, 20))
+    fixed = sum(v for k, v in stage_seconds(t, dict.fromkeys(TRAININGS, 0), **kw).items() if k != "teacher")
+    elapsed = 40 + 2 * (10 + 300 * 4.0)  # the teacher took twice its plan
+    n = refit_students(6000, t, planned, elapsed=elapsed, slowdown=2.0, **kw)
+    assert n == math.floor((6000 - elapsed - 2 * fixed) / (2 * (2.0 + 3.0)))
+    assert n < 300
+    # no slower than planned: the plan stands (never more); far slower: the least useful run
+    assert refit_students(10 ** 6, t, planned, elapsed=elapsed, slowdown=1.0, **kw) == 300
+    assert refit_students(6000, t, planned, elapsed=elapsed, slowdown=50.0, **kw) == 100
+
+
 def test_plan_lines_list_every_stage_and_the_total():
     t = fake_timings()
     planned = stage_seconds(t, dict.fromkeys(TRAININGS, 10), 8, 2, (1, 2))
@@ -172,6 +187,23 @@ def test_plan_is_printed_with_the_budget_schedule_and_kept_on_resume(planned_pip
     # a different budget plans again
     make("1m")
     assert len(calls) == 2
+
+
+def test_a_slow_teacher_shortens_both_students_and_a_rerun_keeps_it(planned_pipeline, capsys):
+    make, calls = planned_pipeline
+    pipe = make("45s")
+    chosen = pipe.plan.iterations("teacher")
+    planned = pipe.status.get("plan")["result"]["planned"]["teacher"]
+    pipe.status.update("teacher", status="done", seconds=3 * planned)  # the machine got busier
+    pipe.refit_after_teacher()
+    students = pipe.plan.iterations("baseline")
+    assert pipe.plan.iterations("tkd") == students < chosen
+    assert pipe.plan.iterations("teacher") == chosen
+    assert f"both students train {students} iterations instead of {chosen}" in capsys.readouterr().out
+    assert "The teacher took 3.00x its planned time" in pipe.plan_note()
+    again = make("45s")  # a rerun: the recorded plan, the refit included, no new probe
+    again.refit_after_teacher()
+    assert len(calls) == 1 and again.plan.train_opts == pipe.plan.train_opts
 
 
 def test_too_small_budget_stops_at_the_plan_stage(planned_pipeline):

@@ -19,8 +19,8 @@ from typing import Dict
 from ..errors import ConfigError
 from .report import fmt_seconds
 
-__all__ = ["Timings", "BudgetFit", "fit_budget", "format_plan", "parse_duration", "stage_seconds",
-           "TRAININGS"]
+__all__ = ["Timings", "BudgetFit", "fit_budget", "format_plan", "parse_duration", "refit_students",
+           "stage_seconds", "TRAININGS"]
 
 TRAININGS = ("teacher", "baseline", "tkd")
 # the inference each evaluation runs: the TKD student is the student network
@@ -115,6 +115,21 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
             note += (". Less than one epoch fits: a smaller input (INPUT.MIN_SIZE_TRAIN) or "
                      "training on crops (INPUT.DEFECT_CROP) would see every image in the time")
     return BudgetFit(iterations=fit, epochs=epochs, note=note)
+
+
+def refit_students(budget, timings, iterations, *, elapsed, slowdown, test_images, pictures,
+                   speed_iters, min_iterations=100):
+    """After the teacher trained ``slowdown`` times slower than the probe said (a busier
+    machine): the iterations of both students (one schedule for the two) that still end the
+    run within ``budget``, ``elapsed`` seconds being gone, if the rest runs that much slower
+    too. Never more than planned; never fewer than ``min_iterations`` (then the run ends late
+    rather than useless)."""
+    rest = stage_seconds(timings, dict.fromkeys(TRAININGS, 0), test_images, pictures, speed_iters)
+    fixed = sum(v for k, v in rest.items() if k != "teacher")
+    left = budget - elapsed - slowdown * fixed
+    per_iteration = slowdown * (timings.step["baseline"] + timings.step["tkd"])
+    fit = int(math.floor(max(0.0, left) / per_iteration))
+    return max(min_iterations, min(iterations["baseline"], fit))
 
 
 def _iters(iterations):

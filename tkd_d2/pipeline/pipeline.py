@@ -7,7 +7,8 @@ import os
 
 from ..data import default_root
 from .options import PipelineOptions
-from .budget import TRAININGS, Timings, fit_budget, format_plan, parse_duration, stage_seconds
+from .budget import (TRAININGS, Timings, fit_budget, format_plan, parse_duration, refit_students,
+                     stage_seconds)
 from .pictures import listed_pictures, pictures_job
 from .probe import probe_timings, process_age
 from .plan import Plan
@@ -111,7 +112,33 @@ class Pipeline:
         planned.update(stage_seconds(timings, iterations, test_images, options.num_images,
                                      options.speed_iters))
         return {"timings": dataclasses.asdict(timings), "iterations": iterations,
-                "planned": planned, "budget": budget, "note": note}
+                "planned": planned, "budget": budget, "note": note,
+                "chosen_by_budget": bool(budget) and not plan.user_sets_iterations()}
+
+    def refit_after_teacher(self):
+        """--budget: when the teacher took longer than planned (the machine got busier), give
+        both students the iterations that still end the run in time (recorded with the plan,
+        so a rerun keeps them)."""
+        result = self.status.get("plan").get("result") or {}
+        teacher = self.status.get("teacher").get("seconds")
+        if not result.get("chosen_by_budget") or "refit" in result or not teacher:
+            return
+        slowdown = teacher / result["planned"]["teacher"]
+        refit = {"slowdown": slowdown, "students_before": result["iterations"]["baseline"]}
+        if slowdown > 1.05:
+            elapsed = sum(self.status.get(s).get("seconds") or 0.0 for s in ("data", "plan", "teacher"))
+            n = refit_students(result["budget"], Timings.from_dict(result["timings"]), result["iterations"],
+                               elapsed=elapsed, slowdown=slowdown, test_images=self.plan.test_images(),
+                               pictures=self.options.num_images, speed_iters=self.options.speed_iters,
+                               min_iterations=1 if self.options.tiny else 100)
+            if n != result["iterations"]["baseline"]:
+                result["iterations"].update(baseline=n, tkd=n)
+                self.plan.set_budget_iterations(result["iterations"])
+                print(f"  the teacher took {slowdown:.2f}x its planned time: both students train {n} "
+                      f"iterations instead of {refit['students_before']} to keep to --budget "
+                      f"{self.options.budget}", flush=True)
+        result["refit"] = refit
+        self.status.update("plan", result=result)
 
     def stage_train(self, key):
         plan = self.plan
@@ -182,7 +209,13 @@ class Pipeline:
         note = (f"Planned: the plan stage's estimate before the first training{budget}, from "
                 "timed training steps and test inference on this machine.")
         chosen = result.get("note") or ""
-        return note + (f" {chosen[0].upper()}{chosen[1:]}." if chosen else "")
+        note += f" {chosen[0].upper()}{chosen[1:]}." if chosen else ""
+        refit = result.get("refit") or {}
+        if refit.get("students_before", result["iterations"]["baseline"]) != result["iterations"]["baseline"]:
+            note += (f" The teacher took {refit['slowdown']:.2f}x its planned time, so both students "
+                     f"trained {result['iterations']['baseline']} iterations instead of "
+                     f"{refit['students_before']} (the planned column is the first plan).")
+        return note
 
     def summary(self, curves):
         """The :class:`~.report.Report` of this run: its models, speed, stage times, pictures
@@ -254,6 +287,8 @@ class Pipeline:
         self.stage_plan()
         for key in MODELS:
             self.stage_train(key)
+            if key == "teacher":
+                self.refit_after_teacher()
         for key in MODELS:
             self.stage_eval(key)
         self.stage_pictures()
