@@ -20,3 +20,7 @@ def neu_det_root():
             "set DETECTRON2_DATASETS to the folder holding NEU-DET/ to run this test"
         )
     return root
+
+
+# The trainings the tests share, once per session (tests/tiny_runs.py).
+from tiny_runs import tiny_pipeline, tiny_student  # noqa: E402,F401

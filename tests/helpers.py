@@ -12,8 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000"]
 
 
-def run_train_net(args, data_root, check=True, timeout=900):
-    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONWARNINGS="ignore")
+def run_train_net(args, data_root, check=True, timeout=900, env=None):
+    """Run train_net.py with ``args`` on the datasets under ``data_root``; ``env``: more
+    environment variables."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(data_root), PYTHONWARNINGS="ignore", **(env or {}))
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train_net.py"), *map(str, args)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,

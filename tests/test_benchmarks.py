@@ -228,9 +228,11 @@ def test_bench_cost_two_layouts_tiny(tmp_path):
 
 
 def test_bench_large_images_tiny(tmp_path):
-    # the crops route end to end: the main job with defect crops and tiled evaluation
-    run_bench("bench_large_images.py", ["--routes", "crops", "--output-root", str(tmp_path / "out")],
-              tmp_path, timeout=900)
+    # the crops route end to end: the main job (tools/tkd_pipeline.py --tiny) with defect crops
+    # for training and tiled inference (eager, evaluation and export); every stage completes,
+    # the trainings crop, the export records the tiles (test_pipeline.py's crops-and-tiles run)
+    proc = run_bench("bench_large_images.py", ["--routes", "crops", "--output-root", str(tmp_path / "out")],
+                     tmp_path, timeout=900)
     result = load(tmp_path, "large_images_synthetic_retinanet_tiny")
     route = result["routes"]["crops"]
     for model in ("teacher", "baseline", "tkd"):
@@ -242,3 +244,13 @@ def test_bench_large_images_tiny(tmp_path):
     assert config["INPUT"]["DEFECT_CROP"]["ENABLED"] is True and config["INPUT"]["DEFECT_CROP"]["SIZE"] == 128
     assert yaml.safe_load((out / "eval_tkd" / "config.yaml").read_text())["TEST"]["TILE"]["SIZE"] == 128
     assert set(route["planned"]) >= {"teacher", "eval_tkd"}
+    # the pipeline's own output (streamed through the benchmark's): every stage, each model
+    # trained on crops and evaluated, the export tiled as configured, the report
+    for k in range(1, 7):
+        assert f"[stage {k}/6]" in proc.stdout
+    for model in ("teacher", "baseline", "tkd"):
+        assert "DefectCrop(size=128" in (out / "logs" / f"{model}.log").read_text()
+        assert len(list((out / f"eval_{model}" / "inference").glob("*/ap_results.json"))) == 1, model
+    deploy = json.loads(next(out.glob("deploy/**/deploy.json")).read_text())
+    assert deploy["tile"]["size"] == 128 and deploy["tile"]["overlap"] == 32
+    assert (out / "report.md").is_file()

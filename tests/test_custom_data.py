@@ -63,24 +63,52 @@ def explain(proc):
 
 # ------------------------------------------------------------------------------ pipeline
 @pytest.mark.slow
-def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path):
+def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path, monkeypatch, capsys):
+    """The main job on a user's COCO set, as tools/tkd_pipeline.py runs it (the library's
+    Pipeline with the repository's train_net.py), its stages one by one: only what the data
+    change. The data stage (the user's images checked, the settings derived from them), the
+    teacher and the TKD student trained on them with those settings (the student's teacher
+    built from the config dumped beside the teacher's weights), the student evaluated on the
+    user's test set with the user's classes, pictures of it and the report. The rest of the
+    job (the plan, the baseline's training, the other evaluations, speed, the export, reruns)
+    is the same code on whatever data and runs end to end in test_pipeline.py (the session's
+    tiny_pipeline)."""
+    import shutil
+
+    import yaml
+
+    from tkd_d2.pipeline import Pipeline, PipelineOptions
+
     out = tmp_path / "out"
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
-    proc = run_tool("tkd_pipeline.py", [
-        "--dataset", "custom", "--train", coco_set["train"], "--test", coco_set["test"],
-        "--tiny", "--max-iter", "1", "--num-images", "1", "--speed-iters", "0", "1",
-        "--output", str(out), "--opts", "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
-        "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "20", "TEST.DETECTIONS_PER_IMAGE", "10",
-    ], env=env, cwd=str(tmp_path))
-    assert proc.returncode == 0, explain(proc)
-    assert "[stage 1/6] preparing the my_train (test: my_test) dataset" in proc.stdout
-    assert "synthetic" not in proc.stdout.split("[stage 2/6]")[0].lower()
-    commands = [l for l in proc.stdout.splitlines() if l.startswith("$ ")]
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    options = PipelineOptions(
+        dataset="custom", train=[coco_set["train"]], test=[coco_set["test"]], tiny=True, max_iter=1,
+        num_images=1, speed_iters=[0, 1], output=str(out),
+        opts=["MODEL.RETINANET.SCORE_THRESH_TEST", "0.0", "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "20",
+              "TEST.DETECTIONS_PER_IMAGE", "10"])
+    pipe = Pipeline(options, project_root=str(REPO), written_by="tools/tkd_pipeline.py",
+                    entry=[sys.executable, str(REPO / "train_net.py")])
+    pipe.stage_data()
+    pipe.stage_train("teacher")
+    pipe.stage_train("tkd")
+    pipe.stage_eval("tkd")
+    # the pictures' baseline panel: the TKD student's weights (the same network) stand in
+    # for a baseline training on these data, which would be the teacher's code path again
+    (out / "baseline").mkdir()
+    shutil.copy(out / "tkd" / "model_final.pth", out / "baseline" / "model_final.pth")
+    pipe.stage_pictures()
+    pipe.stage_report()
+    stdout = capsys.readouterr().out
+    assert "[stage 1/6] preparing the my_train (test: my_test) dataset" in stdout
+    assert "synthetic" not in stdout.split("[stage 2/6]")[0].lower()
+    commands = [l for l in stdout.splitlines() if l.startswith("$ ")]
+    assert sum("train_net.py --config-file" in c for c in commands) == 2, commands
     train_tkd = next(c for c in commands if "tkd_retinanet" in c)
     # the teacher is built from the config dumped beside its weights (the data overrides included)
     assert f"MODEL.TKD.TEACHER.CONFIG {out / 'teacher' / 'config.yaml'}" in train_tkd
     teacher_cfg = (out / "teacher" / "config.yaml").read_text()
     assert "my_train" in teacher_cfg
+    assert "TKD teacher:" in (out / "tkd" / "log.txt").read_text()
     report = (out / "report.md").read_text()
     assert report.splitlines()[0].endswith("on my_train (test: my_test)")
     # the user's class names, in the per-class table and the evaluation
@@ -90,10 +118,8 @@ def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path):
     assert "| crazing |" in report or "| scratches |" in report
     assert list((out / "pictures").glob("*.png"))
     # settings derived from the data: checked images, reported, used by every training
-    assert "my_train: 16 images (read, every image decodes" in proc.stdout
+    assert "my_train: 16 images (read, every image decodes" in stdout
     assert "Derived settings:" in report and "not used: --max-iter 1" in report
-    import yaml
-
     teacher = yaml.safe_load(teacher_cfg)
     # 128 px images whose smallest boxes (15 px) are enlarged to about 20 px: 192 px, not
     # --tiny's 128
@@ -102,6 +128,12 @@ def test_pipeline_runs_on_a_users_coco_set(coco_set, tmp_path):
     assert f"input size: short side {size} px" in report
     sizes = teacher["MODEL"]["ANCHOR_GENERATOR"]["SIZES"]
     assert f"anchors: base {sizes[0][0]:g} px" in report
+    student = yaml.safe_load((out / "tkd" / "config.yaml").read_text())
+    assert student["INPUT"]["MIN_SIZE_TEST"] == size and student["MODEL"]["ANCHOR_GENERATOR"]["SIZES"] == sizes
+    # and the baseline would train with the same data overrides as the teacher and the student
+    pairs = {m: dict(zip(opts[::2], opts[1::2])) for m, opts in pipe.plan.train_opts.items()}
+    for key in ("DATASETS.TRAIN", "DATASETS.CUSTOM.ENTRIES", "INPUT.MIN_SIZE_TRAIN", "MODEL.ANCHOR_GENERATOR.SIZES"):
+        assert pairs["baseline"][key] == pairs["teacher"][key] == pairs["tkd"][key], key
 
 
 def test_pipeline_stops_at_the_data_stage_on_an_unreadable_image(coco_set, tmp_path):

@@ -1,8 +1,11 @@
 """tools/tkd_pipeline.py end to end at a tiny scale, the library under it (tkd_d2.pipeline),
 and the report helpers it uses.
 
-The end-to-end run (16 train / 8 test synthetic images of 128 px, 2 iterations per
-training, batch 2) takes a few minutes on 2 CPU cores; the reruns reuse it.
+The end-to-end run is the session's ``tiny_pipeline`` (tests/tiny_runs.py: 16 train / 8 test
+synthetic images of 128 px, 2 iterations per training, batch 2; a few minutes on 2 CPU
+cores), which test_train.py reads too; the reruns here reuse it. The main job with defect
+crops and tiled inference runs end to end in test_benchmarks.py's
+test_bench_large_images_tiny (its crops route is that job).
 """
 import json
 import math
@@ -14,25 +17,11 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-PIPELINE = REPO / "tools" / "tkd_pipeline.py"
+from tiny_runs import PIPELINE, PIPELINE_ARGS as TINY_ARGS, PIPELINE_OPTS as TINY_OPTS, run_pipeline
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Tiny scale; a score threshold of 0 gives the barely trained models boxes, hence AP
-# numbers that are not NaN; few candidates keep inference fast.
-TINY_ARGS = ["--tiny", "--max-iter", "2", "--num-images", "2", "--speed-iters", "1", "2"]
-TINY_OPTS = [
-    "--opts",
-    "MODEL.RETINANET.SCORE_THRESH_TEST", "0.0",
-    "MODEL.RETINANET.TOPK_CANDIDATES_TEST", "50",
-    "TEST.DETECTIONS_PER_IMAGE", "20",
-]
 TINY = TINY_ARGS + TINY_OPTS
 MODELS = ("teacher", "baseline", "tkd")
-
-
-def run_pipeline(out, env, *args, cwd=None):
-    cmd = [sys.executable, str(PIPELINE), "--output", str(out), *args]
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def explain(proc):
@@ -86,13 +75,10 @@ def mtimes(out):
 
 
 # ------------------------------------------------------------------------------ end to end
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pipeline")
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp / "datasets"))
-    out = tmp / "out"
-    proc = run_pipeline(out, env, *TINY, cwd=str(tmp))
-    return {"tmp": tmp, "out": out, "env": env, "first": proc}
+@pytest.fixture
+def pipeline(tiny_pipeline):
+    """The session's tiny pipeline run: {"tmp", "out", "env", "first"}."""
+    return tiny_pipeline
 
 
 @pytest.mark.slow
@@ -429,22 +415,3 @@ def test_speed_section_rows_and_note():
     assert [(r.label, r.params) for r in section_.rows] == [("T", 20), ("S", 10)]
     assert "1 warm-up + 3" in section_.note and "128x128 px" in section_.note
     assert speed_section(None, "T", "S") is None
-
-
-@pytest.mark.slow
-def test_crops_and_tiles_end_to_end(tmp_path):
-    """The main job with defect crops for training and tiled inference (eager, evaluation and
-    export): every stage completes, the trainings crop, the export records the tiles."""
-    env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"))
-    out = tmp_path / "out"
-    proc = run_pipeline(out, env, *TINY, "INPUT.DEFECT_CROP.ENABLED", "True", "INPUT.DEFECT_CROP.SIZE", "96",
-                        "TEST.TILE.SIZE", "96", "TEST.TILE.OVERLAP", "16", cwd=str(tmp_path))
-    assert proc.returncode == 0, explain(proc)
-    for k in range(1, 7):
-        assert f"[stage {k}/6]" in proc.stdout
-    for m in MODELS:
-        assert "DefectCrop(size=96" in (out / "logs" / f"{m}.log").read_text()
-        ap_results(out, m)
-    deploy = json.loads(next(out.glob("deploy/**/deploy.json")).read_text())
-    assert deploy["tile"]["size"] == 96 and deploy["tile"]["overlap"] == 16
-    assert (out / "report.md").is_file()

@@ -90,20 +90,25 @@ def _sigkill_when(proc, ready, timeout=600):
 # relative in the classification gradients; with it they are bitwise equal, and so required.
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["student", "tkd_balanced"])
-def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, kind):
+def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, request, kind):
     monkeypatch.setenv("PYTORCH_JIT", "0")
     max_iter, period = 8, 4  # checkpoints after iterations 3 and 7; killed after the first
     common = [*TINY, "SOLVER.MAX_ITER", max_iter, "SOLVER.CHECKPOINT_PERIOD", period, "SEED", 3,
               "DATASETS.TEST", "()"]
+    parts = tmp_path / "parts"
     if kind == "student":
         args = ["--config-file", STUDENT, *common]
+        # the uninterrupted run: the session's tiny student (tests/tiny_runs.py), these very
+        # arguments under PYTORCH_JIT=0, on its datasets
+        shared = request.getfixturevalue("tiny_student")
+        assert [str(a) for a in shared["args"]] == [str(a) for a in args]
+        whole, data = shared["out"], shared["data"]
     else:
         # the balance window (2 KD iterations) closes before the kill; the KD warm-up does not
         args = ["--config-file", TKD, *common, *_random_teacher(tmp_path), "MODEL.TKD.BALANCE.ENABLED", "True",
                 "MODEL.TKD.CALIBRATE_ITERS", 2, "MODEL.TKD.WARMUP_ITERS", 6]
-    whole, parts = tmp_path / "whole", tmp_path / "parts"
-    data = tmp_path / "data"
-    run_train_net([*args, "OUTPUT_DIR", whole], data)
+        whole, data = tmp_path / "whole", tmp_path / "data"
+        run_train_net([*args, "OUTPUT_DIR", whole], data)
     _train_killed_after([*args, "OUTPUT_DIR", parts], parts, f"model_{period - 1:07d}.pth", data)
     assert not (parts / "model_final.pth").exists()
     assert (parts / "last_checkpoint").read_text().strip() == f"model_{period - 1:07d}.pth"
