@@ -207,7 +207,9 @@ def main():
                     opts += ["MODEL.TKD.TEACHER.CONFIG", teacher_out / "config.yaml", "MODEL.TKD.TEACHER.WEIGHTS", weights,
                              "MODEL.TKD.PARTS", json.dumps(parts)]
                 key = f"{variant}@{seed}"
-                train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}", opts, results, key)
+                # distilled from another teacher seed: its own folder (the default teacher's runs stand)
+                from_teacher = f"_teacher{args.teacher_seed}" if parts is not None and args.teacher_seed is not None else ""
+                train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}{from_teacher}", opts, results, key)
                 save(name, results, args.results_dir)
     print(report(results))
 

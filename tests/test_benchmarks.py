@@ -170,6 +170,8 @@ def test_bench_accuracy_second_teacher_seed_is_its_own_run(tmp_path):
     tkd_opts = result["runs"]["tkd@1"]["opts"]
     assert tkd_opts[tkd_opts.index("MODEL.TKD.TEACHER.WEIGHTS") + 1] == str(teacher_dir / "model_final.pth")
     assert result["summary"]["teacher"]["seeds"] == 1
+    # its own folder: a TKD run distilled from the default teacher is not reused for it
+    assert Path(result["runs"]["tkd@1"]["output"]).name == "tkd_seed1_teacher3"
 
 
 def test_bench_accuracy_commands_side_by_side_share_one_results_file(tmp_path):
