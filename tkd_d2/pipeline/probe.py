@@ -31,9 +31,16 @@ def process_age():
         return None
 
 
-def _train_steps(cfg, warmup, iters):
-    """(build seconds, first batch seconds, median step seconds) of training ``cfg``."""
+def _sync(cfg):
+    """Wait for the GPU's queued work, so a step's wall time is its real cost there."""
     import torch
+
+    if str(cfg.MODEL.DEVICE).startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _train_steps(cfg, warmup, iters):
+    """(model, build seconds, first batch seconds, median step seconds) of training ``cfg``."""
     from detectron2.utils.events import EventStorage
 
     from ..engine import Trainer
@@ -55,6 +62,7 @@ def _train_steps(cfg, warmup, iters):
             sum(losses.values()).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        _sync(cfg)
 
     times = sample_seconds(step, iters, warmup)
     del loader
@@ -74,8 +82,12 @@ def _inference_seconds(cfg, model, dataset, warmup, iters):
     loader = iter(Trainer.build_test_loader(cfg, dataset))
     inputs = [next(loader, None) for _ in range(max(1, min(warmup + iters, 8)))]
     inputs = [x for x in inputs if x is not None]
+    def infer(i):
+        detector(inputs[i % len(inputs)])
+        _sync(cfg)
+
     with torch.no_grad():
-        times = sample_seconds(lambda i: detector(inputs[i % len(inputs)]), iters, warmup)
+        times = sample_seconds(infer, iters, warmup)
     return statistics.median(times)
 
 
