@@ -98,8 +98,8 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
         need = spent + sum(stage_seconds(timings, least, test_images, pictures, speed_iters).values())
         raise ConfigError(
             f"{flag} {fmt_seconds(budget)} is too small: the least useful run ({min_iterations} "
-            f"iteration{'s' if min_iterations != 1 else ''} per model, then evaluation, pictures and export) takes about "
-            f"{fmt_seconds(need)} on this machine (measured steps: "
+            f"iteration{'s' if min_iterations != 1 else ''} per model, then evaluation, pictures "
+            f"and export) takes about {fmt_seconds(need)} on this machine (measured steps: "
             + ", ".join(f"{m} {timings.step[m]:.2f} s" for m in TRAININGS) + ")")
     chosen = {m: fit[m] * batch[m] / train_images for m in TRAININGS}
     epochs = min(chosen.values())

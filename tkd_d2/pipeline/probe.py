@@ -14,7 +14,7 @@ import time
 
 from ..checkpoint import SafeCheckpointer
 from .budget import TRAININGS, Timings
-from .speed import sample_seconds
+from .speed import sample_seconds, time_calls
 
 __all__ = ["probe_timings", "process_age"]
 
@@ -71,7 +71,7 @@ def _train_steps(cfg, warmup, iters):
 
 def _inference_seconds(cfg, model, dataset, warmup, iters):
     """Median seconds per test image of ``model`` as the evaluation runs it (test loader,
-    batch 1, tiles where TEST.TILE.SIZE > 0)."""
+    batch 1, tiles where TEST.TILE.SIZE > 0), timed by :func:`~.speed.time_calls`."""
     import torch
 
     from ..engine import Trainer
@@ -82,13 +82,13 @@ def _inference_seconds(cfg, model, dataset, warmup, iters):
     loader = iter(Trainer.build_test_loader(cfg, dataset))
     inputs = [next(loader, None) for _ in range(max(1, min(warmup + iters, 8)))]
     inputs = [x for x in inputs if x is not None]
-    def infer(i):
-        detector(inputs[i % len(inputs)])
+
+    def infer(batch):
+        detector(batch)
         _sync(cfg)
 
     with torch.no_grad():
-        times = sample_seconds(infer, iters, warmup)
-    return statistics.median(times)
+        return time_calls(infer, inputs, warmup=warmup, iters=iters)["ms_per_image"] / 1000.0
 
 
 def probe_timings(plan, warmup=2, iters=3, process_start=None, start_command=None):
