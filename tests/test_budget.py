@@ -228,3 +228,22 @@ def test_command_line_refuses_a_bad_budget_in_one_line():
     assert proc.returncode == 2
     errors = [l for l in proc.stderr.splitlines() if "error:" in l]
     assert errors == ["tkd_pipeline.py: error: --budget '45': give a duration such as 90s, 45m, 2h or 1h30m"]
+
+
+def test_real_probe_times_steps_inference_and_a_process_start(tmp_path, monkeypatch):
+    # the probe itself, at the smoke-test scale: every model's step and both inferences are
+    # measured, and a process's start-up is the timed start command plus a build and a batch
+    import sys
+
+    from tkd_d2.pipeline.probe import probe_timings
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", str(tmp_path / "datasets"))
+    pipe = pipeline_module.Pipeline(PipelineOptions(tiny=True, output=str(tmp_path / "out")), project_root=REPO)
+    pipe.stage_data()
+    # process_start 0: only the timed start command can account for the 2 s
+    timings = probe_timings(pipe.plan, 0, 1, process_start=0.0,
+                            start_command=[sys.executable, "-c", "import time; time.sleep(2)"])
+    assert set(timings.step) == set(TRAININGS) and all(v > 0 for v in timings.step.values())
+    assert set(timings.infer) == {"teacher", "student"} and all(v > 0 for v in timings.infer.values())
+    assert timings.start >= 2.0 + timings.build > 2.0
+    assert timings.probe_seconds >= 2.0 + sum(timings.step.values())

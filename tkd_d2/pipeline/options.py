@@ -49,7 +49,7 @@ TINY_OPTS = [
 TINY_MAX_ITER = 3
 TINY_SPEED_ITERS = (1, 3)  # warm-up, timed iterations
 DEFAULT_SPEED_ITERS = (5, 20)
-# the plan's timing probe: (warm-up, timed) training steps per model (about 1-2 % of a run)
+# the plan's timing probe: (warm-up, timed) training steps per model
 TINY_PROBE_ITERS = (0, 1)
 DEFAULT_PROBE_ITERS = (2, 3)
 
