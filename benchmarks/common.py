@@ -12,12 +12,15 @@ from pathlib import Path
 import tkd_d2  # noqa: F401,E402  (adapts detectron2; must precede any detectron2 import)
 from tkd_d2.checkpoint import SafeCheckpointer
 from tkd_d2.config import load_config
+from tkd_d2.engine.allocator import keep_freed_memory
 from tkd_d2.fileio import atomic_write_json
 from tkd_d2.pipeline.speed import sample_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RESULTS_ENV = "TKD_BENCH_RESULTS_DIR"  # overrides RESULTS (the smoke tests write to a tmp dir)
+# as the training entry does (TKD_D2_MALLOC=default times glibc's own settings)
+MALLOC = "keep" if keep_freed_memory() else "default"
 
 
 def machine():
@@ -37,6 +40,7 @@ def machine():
         "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git": _git_rev(),
+        "malloc": MALLOC,
     }
 
 

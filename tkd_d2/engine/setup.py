@@ -17,6 +17,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from ..errors import TKDError
+from .allocator import ENV_VAR, keep_freed_memory
 
 __all__ = ["FILE_ONLY", "setup_run", "config_summary", "log_traceback_to_file"]
 
@@ -85,7 +86,7 @@ def config_summary(cfg, config_file=""):
 
 def setup_run(cfg, args):
     """What detectron2's ``default_setup`` does (output folder, loggers, config.yaml, seed,
-    cudnn), with the long reports in the log file only and a short summary on the console."""
+    cudnn) and :func:`keep_freed_memory`, with the long reports in the log file only and a short summary on the console."""
     output_dir = cfg.OUTPUT_DIR
     if comm.is_main_process() and output_dir:
         os.makedirs(output_dir, exist_ok=True)
@@ -106,6 +107,9 @@ def setup_run(cfg, args):
         logger.info("Running with full config:\n%s", cfg.dump(), **quiet)
     logger.info(config_summary(cfg, config_file))
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED + rank)
+    kept = keep_freed_memory()
+    logger.info("CPU malloc: %s", f"freed memory kept in the process ({ENV_VAR}=keep)" if kept
+                else "the C library's defaults", **quiet)
     if not getattr(args, "eval_only", False):
         torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK
 

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 from ..checkpoint import SafeCheckpointer
+from ..engine.allocator import keep_freed_memory
 from .budget import TRAININGS, Timings
 from .speed import sample_seconds, time_calls
 
@@ -96,7 +97,9 @@ def probe_timings(plan, warmup=2, iters=3, process_start=None, start_command=Non
     ``iters`` training steps of each model and of test inference. A process's start-up (its
     imports and exit) is timed by running ``start_command`` (the entry's ``--help``), else
     taken as ``process_start`` seconds (default: this process's age at the call, which
-    imported the same libraries)."""
+    imported the same libraries). Memory is allocated as the training entry does it
+    (:func:`~tkd_d2.engine.allocator.keep_freed_memory`)."""
+    keep_freed_memory()
     began = time.perf_counter()
     if start_command:
         start = time.perf_counter()
