@@ -59,6 +59,6 @@ setup(
         "onnxruntime>=1.18",
     ],
     # scikit-image: real photographs the pretrained-weights test classifies
-    # openvino: an optional CPU runtime for the exported ONNX model (benchmarks/bench_deploy.py)
+    # openvino: an optional CPU runtime for the exported ONNX model (benchmarks/bench_runtimes.py)
     extras_require={"test": ["pytest", "scikit-image"], "openvino": ["openvino"]},
 )

@@ -31,18 +31,7 @@ through each variant in turn; images/s = 1 / median seconds per image.
     python benchmarks/bench_deploy.py --detector fcos --rounds 10
     python benchmarks/bench_deploy.py --tiny                # smoke test (seconds)
 
-``--runtimes``: the exported student instead (``tkd_d2.deploy``, whole detector with NMS in the
-graph) at batch 1: teacher eager, student eager, student ONNX Runtime (graph optimisation ALL,
-``--ort-threads`` intra-op threads) and student TorchScript, for the EfficientNet-Lite pair
-(Lite2 teacher, Lite0 student, the main job's default) and the ResNet pair (R-50, R-18), at
-each ``--sizes`` (the network's input, square; NEU-DET: 200), the configs' score thresholds,
-random weights, the same random images for every variant. Each round times every variant in a
-block of its own (``--block-warmup`` untimed images, then ``--images`` timed), the block order
-rotated per round; images/s = 1 / median seconds per image. (Alternating runtimes image by
-image understates ONNX Runtime on a small machine: torch's and ONNX Runtime's idle threads
-spin against each other for the same cores.)
-
-    python benchmarks/bench_deploy.py --runtimes --sizes 200 640     # → deploy_runtimes.json
+The exported student against the eager models: ``benchmarks/bench_runtimes.py``.
 """
 import argparse
 import statistics
@@ -122,162 +111,6 @@ def infer_fn(model, images, score_thresh):
     return run, state
 
 
-RUNTIME_PAIRS = {"lite": ("Lite2", "Lite0"), "resnet": ("R_50", "R_18")}
-
-
-def runtime_variants(det, pair, size, tmp, ort_threads, formats, student_opts=()):
-    """name → (callable running one image, detections list) for one detector / pair / size;
-    ``student_opts``: KEY VALUE overrides of the student's config alone."""
-    import numpy as np
-    import torch
-
-    from tkd_d2.deploy import export_model, load_predictor
-
-    teacher_name, student_name = RUNTIME_PAIRS[pair]
-    opts = ["MODEL.EFFICIENTNET.PRETRAINED", "False"]
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8) for _ in range(4)]
-    variants, info = {}, {}
-    for role, name in (("teacher", teacher_name), ("student", student_name)):
-        config = f"configs/NEU-DET/{det}_{name}_FPN.yaml"
-        role_opts = opts + (list(student_opts) if role == "student" else [])
-        cfg = load_cfg(config, role_opts)
-        model = build(config, role_opts)
-        rgb = cfg.INPUT.FORMAT == "RGB"
-        inputs = [{"image": torch.as_tensor((im[:, :, ::-1] if rgb else im).astype("float32")
-                                            .transpose(2, 0, 1).copy()),
-                   "height": size, "width": size} for im in images]
-        variants[f"{role} eager"] = infer_fn(model, inputs, model.test_score_thresh)
-        info[role] = {"config": config, "opts": role_opts,
-                      "params": sum(p.numel() for p in model.parameters())}
-        if role == "student":
-            weights = Path(tmp) / f"{det}_{name}.pth"
-            torch.save({"model": model.state_dict()}, weights)
-            for fmt in formats:
-                out = Path(tmp) / f"{det}_{name}_{fmt}"
-                export_model(cfg, str(out), fmt=fmt, weights=str(weights))
-                label = {"onnx": "onnxruntime", "torchscript": "torchscript"}[fmt]
-                info[role][f"{label}_file_mb"] = sum(
-                    f.stat().st_size for f in out.glob("model.*")) / 1e6
-                # ONNX Runtime once per thread count (the first is the ratios' reference)
-                for threads in (ort_threads if fmt == "onnx" else [None]):
-                    predictor = load_predictor(str(out), **({"threads": threads} if threads else {}))
-                    state = {"i": 0, "detections": []}
-
-                    def run(predictor=predictor, state=state):
-                        image = images[state["i"] % len(images)]
-                        state["i"] += 1
-                        state["detections"].append(len(predictor.predict(image, (size, size))))
-                    suffix = f" t{threads}" if fmt == "onnx" else ""
-                    variants[f"student {label}{suffix}"] = (run, state)
-                if fmt == "onnx" and openvino_available():
-                    variants["student openvino"] = openvino_variant(out, images, size, ort_threads[0])
-    return variants, info
-
-
-def openvino_available():
-    try:
-        import openvino  # noqa: F401  (optional: pip install openvino, or the [openvino] extra)
-    except ImportError:
-        return False
-    return True
-
-
-def openvino_variant(export_dir, images, size, threads):
-    """The same model.onnx compiled by OpenVINO (CPU), with the ONNX predictor's rescaling."""
-    import openvino as ov
-
-    from tkd_d2.deploy.runtime import rescale_boxes
-
-    compiled = ov.Core().compile_model(str(Path(export_dir) / "model.onnx"), "CPU",
-                                       {"INFERENCE_NUM_THREADS": threads})
-    state = {"i": 0, "detections": []}
-
-    def run():
-        image = images[state["i"] % len(images)]
-        state["i"] += 1
-        boxes, scores, classes = compiled([image]).values()
-        boxes, _, _ = rescale_boxes(boxes, scores, classes, image.shape[:2], (size, size))
-        state["detections"].append(len(boxes))
-    return run, state
-
-
-def runtime_main(args):
-    import subprocess
-    import tempfile
-
-    import torch
-
-    if args.tiny:
-        args.sizes, args.warmup, args.rounds, args.images, args.block_warmup = [64], 1, 2, 2, 1
-    detectors = ["retinanet", "fcos"] if args.detector == "both" else [args.detector]
-    pairs = list(RUNTIME_PAIRS) if args.pairs == "both" else [args.pairs]
-    formats = ["onnx"] + (["torchscript"] if args.torchscript else [])
-    name = args.name or "deploy_runtimes" + ("_tiny" if args.tiny else "")
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    result = {"machine": machine(), "command": command_line(), "uptime_before": uptime,
-              "setting": {"detectors": detectors, "pairs": pairs, "sizes": args.sizes, "batch": 1,
-                          "warmup": args.warmup, "rounds": args.rounds,
-                          "images_per_round": args.images, "block_warmup": args.block_warmup,
-                          "timing": "blocks", "ort_threads": args.ort_threads,
-                          "ort_optimization": "all", "student_opts": args.student_opts, "torch_threads": torch.get_num_threads(),
-                          "postprocess": "config score thresholds", "tiny": args.tiny},
-              "notes": "random weights; images/s = 1 / median seconds per image, whole detector "
-                       "incl. decoding and NMS, boxes rescaled to the image",
-              "runs": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for det in detectors:
-            for pair in pairs:
-                for size in args.sizes:
-                    key = f"{det}/{pair}/{size}"
-                    variants, info = runtime_variants(det, pair, size, tmp, args.ort_threads, formats,
-                                                      args.student_opts)
-                    print(f"{key}: exported; timing {list(variants)}", file=sys.stderr, flush=True)
-                    for fn, _ in variants.values():
-                        for _ in range(args.warmup):
-                            fn()
-                    samples = {v: [] for v in variants}
-                    order = list(variants)
-                    for r in range(args.rounds):
-                        # each variant in a block of its own (its first calls untimed), the
-                        # block order rotated per round: alternating runtimes image by image
-                        # makes torch's and ONNX Runtime's idle threads spin against each other
-                        for v in order[r % len(order):] + order[: r % len(order)]:
-                            fn = variants[v][0]
-                            for _ in range(args.block_warmup):
-                                fn()
-                            for _ in range(args.images):
-                                t0 = time.perf_counter()
-                                fn()
-                                samples[v].append(time.perf_counter() - t0)
-                    speed = {v: {"images_per_s": 1.0 / statistics.median(t),
-                                 "ms_per_image": 1e3 * statistics.median(t),
-                                 "timed_images": len(t),
-                                 "mean_detections": statistics.mean(
-                                     variants[v][1]["detections"][-len(t):])}
-                             for v, t in samples.items()}
-                    ort = speed[f"student onnxruntime t{args.ort_threads[0]}"]["images_per_s"]
-                    result["runs"][key] = {
-                        "models": info, "speed": speed,
-                        "ort_vs_student_eager": ort / speed["student eager"]["images_per_s"],
-                        "ort_vs_teacher_eager": ort / speed["teacher eager"]["images_per_s"]}
-                    write_result(name, result, args.results_dir)
-                    print(f"{key}: " + ", ".join(f"{v} {s['images_per_s']:.1f}/s"
-                                                 for v, s in speed.items()),
-                          file=sys.stderr, flush=True)
-    result["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    write_result(name, result, args.results_dir)
-    print("| detector | pair | size | " + " | ".join(f"{v} img/s" for v in samples)
-          + " | ORT / student eager | ORT / teacher eager |")
-    print("|---|---|---|" + "---|" * (len(samples) + 2))
-    for key, run in result["runs"].items():
-        det, pair, size = key.split("/")
-        print(f"| {det} | {'/'.join(RUNTIME_PAIRS[pair])} | {size} | " + " | ".join(
-            f"{run['speed'][v]['images_per_s']:.1f}" for v in samples)
-              + f" | {run['ort_vs_student_eager']:.2f}× | {run['ort_vs_teacher_eager']:.2f}× |")
-    print(f"load: before {result['uptime_before']}; after {result['uptime_after']}")
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--detector", choices=["retinanet", "fcos", "both"], default="both")
@@ -292,29 +125,8 @@ def main():
     p.add_argument("--name", default=None, help="results file name (default deploy[_tiny])")
     p.add_argument("--width", type=int, default=None,
                    help="MODEL.FPN.OUT_CHANNELS of both models (FPN and head width; default: the configs' 256)")
-    p.add_argument("--runtimes", action="store_true",
-                   help="time the exported student (ONNX Runtime, TorchScript) against eager")
-    p.add_argument("--pairs", choices=list(RUNTIME_PAIRS) + ["both"], default="both",
-                   help="--runtimes: teacher/student backbone pairs")
-    p.add_argument("--sizes", type=int, nargs="+", default=[200, 640],
-                   help="--runtimes: square input sizes")
-    p.add_argument("--ort-threads", type=int, nargs="+", default=[2],
-                   help="--runtimes: ONNX Runtime intra-op thread counts (the first: the ratios')")
-    p.add_argument("--student-opts", nargs="+", default=[], metavar="KEY VALUE",
-                   help="--runtimes: overrides of the student's config alone (the Lite0 configs' "
-                        "head is 64 wide; MODEL.FPN.OUT_CHANNELS 128 gives the teacher's width)")
-    p.add_argument("--block-warmup", type=int, default=3,
-                   help="--runtimes: untimed images at the start of each variant's block")
-    p.add_argument("--no-torchscript", dest="torchscript", action="store_false",
-                   help="--runtimes: skip the TorchScript export")
     add_results_dir_argument(p)
     args = p.parse_args()
-    if args.runtimes:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        return runtime_main(args)
     opts = ["MODEL.FPN.OUT_CHANNELS", str(args.width)] if args.width else []
     if args.tiny:
         args.size, args.warmup, args.rounds, args.images = 64, 1, 2, 2

@@ -120,9 +120,9 @@ def test_bench_deploy_tiny(tmp_path):
     assert "teacher / student" in proc.stdout
 
 
-def test_bench_deploy_runtimes_tiny(tmp_path):
-    proc = run_bench("bench_deploy.py", ["--runtimes", "--detector", "fcos", "--pairs", "lite",
-                                         "--student-opts", "MODEL.FPN.OUT_CHANNELS", "64"],
+def test_bench_runtimes_tiny(tmp_path):
+    proc = run_bench("bench_runtimes.py", ["--detector", "fcos", "--pairs", "lite",
+                                           "--student-opts", "MODEL.FPN.OUT_CHANNELS", "64"],
                      tmp_path, timeout=600)
     result = load(tmp_path, "deploy_runtimes_tiny")
     run = result["runs"]["fcos/lite/64"]
@@ -130,10 +130,28 @@ def test_bench_deploy_runtimes_tiny(tmp_path):
         all_positive(run["speed"][variant], ["ms_per_image", "images_per_s", "timed_images"], variant)
     all_positive(run, ["ort_vs_student_eager", "ort_vs_teacher_eager"], "fcos/lite/64")
     assert run["models"]["student"]["onnxruntime_file_mb"] > 0
+    assert run["models"]["student"]["eager_tiled"] is False and run["models"]["student"]["onnxruntime_tile_size"] == 0
     # --student-opts reach the student's config alone
     assert run["models"]["student"]["opts"][-2:] == ["MODEL.FPN.OUT_CHANNELS", "64"]
     assert "MODEL.FPN.OUT_CHANNELS" not in run["models"]["teacher"]["opts"]
     assert "load average" in result["uptime_before"] and "ORT / teacher eager" in proc.stdout
+
+
+def test_bench_runtimes_tiled_tiny(tmp_path):
+    """A large image at its native scale, tiled: every model (eager and exported) runs its tiles."""
+    run_bench("bench_runtimes.py", ["--detector", "retinanet", "--pairs", "lite", "--no-torchscript",
+                                    "--sizes", "96x160", "--tile", "64", "16", "--name", "tiled_tiny",
+                                    "--student-opts", "MODEL.FPN.OUT_CHANNELS", "64"], tmp_path, timeout=600)
+    result = load(tmp_path, "tiled_tiny")
+    assert result["setting"]["tile"] == [64, 16]
+    run = result["runs"]["retinanet/lite/96x160"]
+    for role in ("teacher", "student"):
+        opts = run["models"][role]["opts"]
+        assert opts[opts.index("TEST.TILE.SIZE") + 1] == "64" and opts[opts.index("INPUT.MAX_SIZE_TEST") + 1] == "160"
+        assert run["models"][role]["eager_tiled"] is True
+    assert run["models"]["student"]["onnxruntime_tile_size"] == 64
+    for variant in ("teacher eager", "student eager", "student onnxruntime t2"):
+        all_positive(run["speed"][variant], ["ms_per_image", "images_per_s", "timed_images"], variant)
 
 
 def test_bench_accuracy_tiny(tmp_path):
