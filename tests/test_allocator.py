@@ -12,17 +12,18 @@ from tkd_d2.engine import allocator
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 
-# Allocates and fills a 64 MiB tensor 6 times (freeing it each time, as a training step frees
+# Allocates and fills a 64 MiB tensor 10 times (freeing it each time, as a training step frees
 # its activations) and prints whether the setting was applied and the page faults of the
-# last 4 rounds.
+# last 8 rounds.
 PROBE = """
 import resource, torch
+ROUNDS = 8
 from tkd_d2.engine.allocator import keep_freed_memory
 applied = keep_freed_memory()
 for _ in range(2):  # the heap settles in its first two rounds
     torch.empty(16 << 20).fill_(1.0)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(4):
+for _ in range(ROUNDS):
     torch.empty(16 << 20).fill_(1.0)
 print(applied, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
@@ -43,8 +44,9 @@ def test_kept_memory_is_reused_without_page_faults():
     assert done.returncode == 0, done.stderr
     applied, faults = done.stdout.split()
     assert applied == "True"
-    # 4 rounds of 16,384 pages each would fault 65,536 times with fresh mmap'd memory
-    assert int(faults) < PAGES_PER_ROUND // 4, faults
+    # fresh mmap'd memory would fault 16,384 pages in each of the 8 rounds; kept memory faults
+    # in none of most runs' rounds, in one or two of a few (the heap settling late)
+    assert int(faults) < 3 * PAGES_PER_ROUND, faults
 
 
 def test_default_keeps_glibc_behaviour():
@@ -53,7 +55,7 @@ def test_default_keeps_glibc_behaviour():
     applied, faults = done.stdout.split()
     assert applied == "False"
     # the fresh mapping of each round is faulted in again: the contrast the setting removes
-    assert int(faults) > 3 * PAGES_PER_ROUND, faults
+    assert int(faults) >= 8 * PAGES_PER_ROUND * 0.95, faults
 
 
 def test_bad_value_is_one_line_naming_the_variable():
