@@ -60,5 +60,5 @@ setup(
     ],
     # scikit-image: real photographs the pretrained-weights test classifies
     # openvino: an optional CPU runtime for the exported ONNX model (benchmarks/bench_runtimes.py)
-    extras_require={"test": ["pytest", "scikit-image"], "openvino": ["openvino"]},
+    extras_require={"test": ["pytest", "pytest-xdist", "scikit-image"], "openvino": ["openvino"]},
 )

@@ -24,3 +24,24 @@ def neu_det_root():
 
 # The trainings the tests share, once per session (tests/tiny_runs.py).
 from tiny_runs import tiny_pipeline, tiny_student  # noqa: E402,F401
+
+
+# Under pytest-xdist (`-n 2`): one torch thread per worker process, and its subprocesses too
+# (two workers on two cores, not four threads fighting for them); the tests that read the
+# shared trainings run in one worker, so each is trained once.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+SHARED_TRAININGS = {"tiny_pipeline", "tiny_student"}
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        # a test that asks for one at run time (request.getfixturevalue) is marked shared_trainings
+        if SHARED_TRAININGS & set(getattr(item, "fixturenames", ())) or item.get_closest_marker("shared_trainings"):
+            item.add_marker(pytest.mark.xdist_group("shared_trainings"))

@@ -89,6 +89,7 @@ def _sigkill_when(proc, ready, timeout=600):
 # the same iterations later in a long-lived one. Without it the two runs differ by ~1e-7
 # relative in the classification gradients; with it they are bitwise equal, and so required.
 @pytest.mark.slow
+@pytest.mark.shared_trainings
 @pytest.mark.parametrize("kind", ["student", "tkd_balanced"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, request, kind):
     monkeypatch.setenv("PYTORCH_JIT", "0")
