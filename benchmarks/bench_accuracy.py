@@ -142,6 +142,9 @@ def main():
     p.add_argument("--teacher-seed", type=int, default=None,
                    help="train (and distil from) a teacher with SEED N: run key teacher@N, folder teacher_seedN "
                         "(default: the config's SEED, key teacher)")
+    p.add_argument("--teacher", metavar="DIR", default=None,
+                   help="distil from the trained teacher in DIR (its config.yaml and model_final.pth, e.g. "
+                        "benchmarks/results/teachers/...) instead of training one; --stage teacher is refused")
     p.add_argument("--teacher-iter", type=int, default=None,
                    help="SOLVER.MAX_ITER of the teacher (preset none: the config's schedule scaled to it)")
     p.add_argument("--student-iter", type=int, default=None,
@@ -188,7 +191,14 @@ def main():
         teacher_out, teacher_key = root / f"teacher_seed{args.teacher_seed}", f"teacher@{args.teacher_seed}"
         teacher_seed = ["SEED", args.teacher_seed]
     teacher_opts = common + teacher_seed + schedule(teacher_cfg, args.teacher_iter, args.preset, common)
-    if args.stage in ("teacher", "all"):
+    if args.teacher:
+        if args.stage == "teacher" or args.teacher_seed is not None:
+            raise SystemExit("--teacher DIR is a trained teacher: it takes neither --stage teacher nor --teacher-seed")
+        teacher_out = Path(args.teacher).resolve()
+        missing = [f for f in ("config.yaml", "model_final.pth") if not (teacher_out / f).is_file()]
+        if missing:
+            raise SystemExit(f"--teacher {args.teacher}: no {' or '.join(missing)} in it")
+    elif args.stage in ("teacher", "all"):
         train_and_eval(teacher_key, teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, teacher_key)
         save(name, results, args.results_dir)
     if args.stage in ("students", "all"):

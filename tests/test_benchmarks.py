@@ -190,6 +190,24 @@ def test_bench_accuracy_second_teacher_seed_is_its_own_run(tmp_path):
     assert result["summary"]["teacher"]["seeds"] == 1
     # its own folder: a TKD run distilled from the default teacher is not reused for it
     assert Path(result["runs"]["tkd@1"]["output"]).name == "tkd_seed1_teacher3"
+    # --teacher DIR: students of another command distil from that trained teacher, none is trained
+    other = tmp_path / "other"
+    proc = run_bench("bench_accuracy.py", ["--stage", "students", "--variants", "tkd", "--teacher", str(teacher_dir),
+                                           "--output-root", str(other), "--name", "from_dir"], tmp_path, timeout=600)
+    assert not (other / "teacher_R_50").exists() and "retinanet_R_50_FPN.yaml" not in proc.stdout
+    from_dir = json.loads((tmp_path / "from_dir.json").read_text())
+    assert set(from_dir["runs"]) == {"tkd@1"}
+    opts = from_dir["runs"]["tkd@1"]["opts"]
+    assert opts[opts.index("MODEL.TKD.TEACHER.WEIGHTS") + 1] == str(teacher_dir / "model_final.pth")
+    assert opts[opts.index("MODEL.TKD.TEACHER.CONFIG") + 1] == str(teacher_dir / "config.yaml")
+
+
+def test_bench_accuracy_teacher_dir_without_weights_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_accuracy.py"), "--tiny", "--stage", "students",
+                           "--teacher", str(tmp_path), "--results-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert f"--teacher {tmp_path}: no config.yaml or model_final.pth in it" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_bench_accuracy_commands_side_by_side_share_one_results_file(tmp_path):
