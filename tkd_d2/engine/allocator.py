@@ -1,10 +1,10 @@
 """Keep freed CPU memory in the process, so large tensors are not page-faulted in every step.
 
 glibc's malloc serves every block above its mmap threshold (at most 32 MiB) with a fresh
-``mmap`` and returns it to the system on ``free``. A detector's activations at 480 px and
-batch 4 are 30–90 MiB each, so every training step maps, zero-fills (one page fault per
-4 KiB) and unmaps them again: an 88 MiB ``empty + fill`` takes about 41 ms instead of 3 ms,
-and a batch-norm on such a tensor 56 ms instead of 11 ms (BENCHMARKS.md, "Training cost").
+``mmap`` and returns it to the system on ``free``. A detector's largest activations at
+200–480 px are tens of MiB each, so every training step maps, zero-fills (one page fault per
+4 KiB) and unmaps them again (the step times with and without: BENCHMARKS.md, "Step time on
+2 CPU cores").
 :func:`keep_freed_memory` turns that off for the process (``mallopt``: no mmap'd blocks,
 freed memory kept up to 1 GiB above the heap's use), as jemalloc or tcmalloc would.
 
