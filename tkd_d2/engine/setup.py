@@ -86,7 +86,8 @@ def config_summary(cfg, config_file=""):
 
 def setup_run(cfg, args):
     """What detectron2's ``default_setup`` does (output folder, loggers, config.yaml, seed,
-    cudnn) and :func:`keep_freed_memory`, with the long reports in the log file only and a short summary on the console."""
+    cudnn) and :func:`keep_freed_memory`, with the long reports in the log file only and a
+    short summary on the console."""
     output_dir = cfg.OUTPUT_DIR
     if comm.is_main_process() and output_dir:
         os.makedirs(output_dir, exist_ok=True)
