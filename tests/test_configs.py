@@ -86,6 +86,14 @@ def test_tkd_configs_run_every_part_by_default():
         assert sorted(_load(path).MODEL.TKD.PARTS) == ["crd", "ded", "drd"], path
 
 
+def test_an_int_for_a_float_key_is_taken_as_that_float():
+    cfg = _load(TKD_CONFIGS[0], ["MODEL.TKD.BALANCE.DED_SSIM", "0", "MODEL.TKD.CRD.BETA", "2", "SOLVER.BASE_LR", "-1"])
+    assert (cfg.MODEL.TKD.BALANCE.DED_SSIM, cfg.MODEL.TKD.CRD.BETA, cfg.SOLVER.BASE_LR) == (0.0, 2.0, -1.0)
+    assert isinstance(cfg.MODEL.TKD.BALANCE.DED_SSIM, float)
+    with pytest.raises(ConfigError, match="MODEL.TKD.CRD.BETA"):  # a word is still not a float
+        _load(TKD_CONFIGS[0], ["MODEL.TKD.CRD.BETA", "two"])
+
+
 def test_unknown_part_is_a_config_error():
     with pytest.raises(ConfigError, match="xyz"):
         _load(TKD_CONFIGS[0], ["MODEL.TKD.PARTS", '["xyz"]'])

@@ -348,14 +348,19 @@ def test_per_term_balance_gives_each_term_its_share_then_keeps_its_scales(tmp_pa
               "loss_ded_ssim": 0.01, "loss_drd_instance": 0.04, "loss_drd_pixel": 0.03}
     keys = [f"MODEL.TKD.BALANCE.{k[5:].upper()}" for k in shares]
     extra = ["MODEL.TKD.BALANCE.ENABLED", True, "MODEL.TKD.CALIBRATE_ITERS", 1,
+             # the same batch gives the same terms: the batch's CRD divisor, the same GloRe units
+             "MODEL.TKD.CRD.NORMALIZER", "reference", "MODEL.TKD.DRD.GRAPH_MODE", "fixed",
              *sum(zip(keys, shares.values()), ())]
     model = _balanced_model(tmp_path, extra)
     with caplog.at_level(logging.INFO, logger="tkd_d2.modeling.distiller"):
         first, = _steps(model, (0,))
         second, = _steps(copy.deepcopy(model), (1,))
     detection = sum(first[k] for k in DETECTION)
-    for name, share in shares.items():  # calibrated on the first step: each term its share
-        assert first[name] == pytest.approx(share * detection, rel=1e-4), name
+    for name, share in shares.items():
+        # calibrated on the first step, where the terms are only observed (unscaled, one can be
+        # 1e5 x the detection loss); from the next step each makes its share (the same batch)
+        assert first[name] == 0.0, name
+        assert second[name] == pytest.approx(share * detection, rel=1e-4), name
     scales = model.distill_balance.scales.clone()
     assert len(set(scales.tolist())) == len(shares)  # one scale per term
     # fixed after the window: another step (other losses) does not move them; logged once
@@ -375,13 +380,16 @@ def test_per_term_balance_gives_each_term_its_share_then_keeps_its_scales(tmp_pa
 
 
 def test_joint_balance_sets_the_feature_terms_to_a_fraction_of_the_detection_loss(tmp_path):
+    # the same batch gives the same terms: the same GloRe units, the batch's CRD divisor
+    fixed_units = ["MODEL.TKD.DRD.GRAPH_MODE", "fixed", "MODEL.TKD.CRD.NORMALIZER", "reference"]
     model = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.CALIBRATE_FRACTION", 0.1,
-                                       "MODEL.TKD.CALIBRATE_ITERS", 1])
-    unscaled = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False])
+                                       "MODEL.TKD.CALIBRATE_ITERS", 1, *fixed_units])
+    unscaled = _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.ENABLED", False, *fixed_units])
     unscaled.load_state_dict(model.state_dict(), strict=False)  # the same student
-    first, = _steps(model, (0,))
-    plain, = _steps(unscaled, (0,))
-    detection = sum(first[k] for k in DETECTION)
+    observed, first = _steps(model, (0, 1))  # calibrated on step 0, where the terms count 0
+    plain, = _steps(unscaled, (1,))
+    assert all(observed[k] == 0.0 for k in FEATURE_TERMS)
+    detection = sum(observed[k] for k in DETECTION)  # the calibration step's (the same batch)
     assert sum(first[k] for k in FEATURE_TERMS) == pytest.approx(0.1 * detection, rel=1e-4)
     # one scale for the group: the terms keep their proportions; CRD is not scaled
     scale = first["loss_ded_fg"] / plain["loss_ded_fg"]

@@ -258,9 +258,26 @@ def resolve_config_reference(value, naming_file=None):
     return os.path.abspath(next((c for c in candidates if os.path.isfile(c)), candidates[0]))
 
 
+def _ints_as_floats(cfg, opts):
+    """``KEY 0`` for a float key means 0.0: yacs would refuse the int, so it is written as a float."""
+    opts = list(opts)
+    for i in range(0, len(opts) - 1, 2):
+        *parents, leaf = str(opts[i]).split(".")
+        node = cfg
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        default = node.get(leaf) if isinstance(node, dict) else None
+        value = opts[i + 1]
+        if isinstance(default, float) and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            opts[i + 1] = str(float(value))
+        elif isinstance(default, float) and type(value) is int:
+            opts[i + 1] = float(value)
+    return opts
+
+
 def _merge_opts(cfg, opts):
     try:
-        cfg.merge_from_list(list(opts))
+        cfg.merge_from_list(_ints_as_floats(cfg, opts))
     except KeyError as e:
         raise _explain_key_error(cfg, e, "the command line") from None
     except AssertionError as e:

@@ -277,11 +277,13 @@ class TKDDistiller(nn.Module):
                                        step=self._iter, compute=terms)
                 kd.update({f"loss_drd_{t}": drd[t] for t in terms})
         balancer = self.distill_balance
-        if balancer is not None and kd and balancer.observe(
-                {k: v * self.weights[k] for k, v in kd.items()}, detection):
+        # while the balance calibrates, the terms are only observed: unscaled, a feature term can be
+        # 1e5 x the detection loss, and even one such step wrecks the student's FPN
+        observing = balancer is not None and bool(kd) and not balancer.calibrated
+        if observing and balancer.observe({k: v * self.weights[k] for k, v in kd.items()}, detection):
             logger.info("KD balance over %d iterations (each term at full weight as a multiple of the "
                         "detection loss -> its scale = its share): %s", balancer.iters, balancer.summary())
-        factor = self.warmup_factor
+        factor = 0.0 if observing else self.warmup_factor
         scale = balancer.scale_of if balancer is not None else (lambda name: 1.0)
         losses.update({k: v * (self.weights[k] * factor * scale(k)) for k, v in kd.items()})
         self._check_finite(losses)
