@@ -281,8 +281,9 @@ class TKDDistiller(nn.Module):
         # 1e5 x the detection loss, and even one such step wrecks the student's FPN
         observing = balancer is not None and bool(kd) and not balancer.calibrated
         if observing and balancer.observe({k: v * self.weights[k] for k, v in kd.items()}, detection):
-            logger.info("KD balance over %d iterations (each term at full weight as a multiple of the "
-                        "detection loss -> its scale = its share): %s", balancer.iters, balancer.summary())
+            logger.info("KD balance over %d iterations, KD observed, not trained on (each term at full weight "
+                        "as a multiple of the detection loss -> its scale = its share): %s",
+                        balancer.iters, balancer.summary())
         factor = 0.0 if observing else self.warmup_factor
         scale = balancer.scale_of if balancer is not None else (lambda name: 1.0)
         losses.update({k: v * (self.weights[k] * factor * scale(k)) for k, v in kd.items()})
