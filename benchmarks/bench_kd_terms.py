@@ -35,7 +35,9 @@ it through them. The detection terms are the losses the plain student returns (a
 non-KD loss the distiller may add is listed under "other" and counts in "total" only).
 Before measuring, ``--prime-batches`` student-only forwards (no grad) let the student's
 running loss normaliser (detectron2's EMA, which a fresh model starts far from the batch's
-positives count; CRD divides by it too) settle as in training past the warm-up.
+positives count; CRD divides by it too) settle as in training past the warm-up. With the KD balance on (the default) its calibration
+window is then closed on the next batches, as in training, so the terms are measured at the
+scales training uses (``setting.calibration_batches``).
 ``MODEL.WEIGHTS`` (a student or TKD checkpoint) measures a partly trained student.
 
     python benchmarks/bench_kd_terms.py --opts MODEL.TKD.TEACHER.WEIGHTS output/NEU-DET/fcos_Lite2_FPN/model_final.pth
@@ -135,6 +137,21 @@ def prime_student(model, batches, num):
             names = list(model.student(next(batches)))
     value = getattr(model.student, "loss_normalizer", None)
     return names, None if value is None else float(value)
+
+
+def calibrate_balance(model, batches, start):
+    """Close the KD balance's calibration window (forwards without grad at iteration ``start``)
+    as training would: while it is open the KD terms are observed and count 0, so a measurement
+    inside it would see no KD at all. Returns the batches it took (0 without a balance)."""
+    balancer = model.distill_balance
+    if balancer is None:
+        return 0
+    taken = 0
+    with EventStorage(start), torch.no_grad():
+        while not balancer.calibrated:
+            model(next(batches))
+            taken += 1
+    return taken
 
 
 # ------------------------------------------------------------------------------------------
@@ -380,6 +397,7 @@ def main():
         cfg, model, batches = build(args, Path(tmp))
         start = cfg.MODEL.TKD.WARMUP_ITERS if args.iter is None else args.iter
         detection_names, normaliser = prime_student(model, batches, args.prime_batches)
+        calibration_batches = calibrate_balance(model, batches, start)
         levels, strides = list(model.in_features), list(model.strides)
         records, masks = [], []
         with captured_outputs(student=model.student.backbone, teacher=model.teacher.backbone) as outputs, \
@@ -405,6 +423,7 @@ def main():
                     "in_features": levels, "strides": strides, "warmup_iters": cfg.MODEL.TKD.WARMUP_ITERS,
                     "feature_weight": cfg.MODEL.TKD.FEATURE_WEIGHT, "parts": list(cfg.MODEL.TKD.PARTS),
                     "calibrate_fraction": cfg.MODEL.TKD.CALIBRATE_FRACTION,
+                    "balance": cfg.MODEL.TKD.BALANCE.ENABLED, "calibration_batches": calibration_batches,
                     "clip_gradients": {"enabled": cfg.SOLVER.CLIP_GRADIENTS.ENABLED,
                                        "type": cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE,
                                        "value": cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE},

@@ -43,6 +43,8 @@ def test_bench_kd_terms_tiny(tmp_path):
     assert setting["tiny"] is True and "--tiny" in result["command"]
     # measured past the KD warm-up (full weights), through the 1x1 align conv (64 -> 128 wide)
     assert setting["iter"] >= setting["warmup_iters"] and setting["align_conv"] is True
+    # the balance (on by default) calibrated first: its window's KD terms count 0
+    assert setting["balance"] is True and setting["calibration_batches"] >= 1
     levels = setting["in_features"]
     assert levels == ["p3", "p4", "p5", "p6", "p7"] and len(setting["strides"]) == len(levels)
 

@@ -94,11 +94,20 @@ def test_kd_terms_vanish_when_student_is_teacher(tmp_path, family):
 def test_gradients_reach_student_not_teacher(tmp_path, family):
     yaml = _yaml(family)
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
-    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL))
+    # the default balance, its window one step long
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, ["MODEL.TKD.CALIBRATE_ITERS", 1]))
     model.train()
     assert not model.teacher.training
     assert all(not m.training for m in model.teacher.modules())
     with EventStorage():
+        observed = model(_batch())
+    # the calibration step only observes the KD terms: they count 0 and send no gradient
+    assert model.distill_balance.calibrated
+    assert all(float(observed[k]) == 0.0 for k in KD_TERMS)
+    sum(v for k, v in observed.items() if k in KD_TERMS).backward()
+    assert all(p.grad is None or not p.grad.any() for p in model.student.parameters())
+    model.zero_grad(set_to_none=True)
+    with EventStorage(start_iter=1):
         losses = model(_batch())
     kd = sum(v for k, v in losses.items() if k in KD_TERMS)
     kd.backward()
@@ -300,7 +309,9 @@ def test_inference_is_the_students(tmp_path):
 def test_student_narrower_than_teacher_gets_align_convs(tmp_path):
     yaml = _yaml("retinanet")
     weights, teacher_yaml = _teacher_file(tmp_path, yaml, ["MODEL.FPN.OUT_CHANNELS", 64])
-    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, ["MODEL.FPN.OUT_CHANNELS", 32]))
+    # fixed weights: the KD terms train from the first step (a balance would observe it)
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, ["MODEL.FPN.OUT_CHANNELS", 32],
+                                       ["MODEL.TKD.BALANCE.ENABLED", False]))
     assert model.distill_feature_align.in_channels == 32 and model.distill_feature_align.out_channels == 64
     assert model.distill_cls_align is not None
     model.train()

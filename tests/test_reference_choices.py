@@ -16,7 +16,8 @@ from tkd_d2.errors import ConfigError
 from tkd_d2.modeling import TKDDistiller
 from test_distiller import KD_TERMS, SMALL, _batch, _cfg, _distiller_cfg, _freeze_bn, _teacher_file, _yaml
 
-CRD_ONLY = ["MODEL.TKD.PARTS", '["crd"]']
+# fixed weights: every call is a trained step (a balance would only observe its first ones)
+CRD_ONLY = ["MODEL.TKD.PARTS", '["crd"]', "MODEL.TKD.BALANCE.ENABLED", False]
 
 
 def _assignment(model, batch):
