@@ -16,6 +16,7 @@ SCRIPT = ROOT / "benchmarks" / "bench_kd_terms.py"
 KD_TERMS = ["loss_crd_cls", "loss_crd_box", "loss_ded_fg", "loss_ded_bg", "loss_ded_ssim",
             "loss_drd_instance", "loss_drd_pixel"]
 FEATURE_TERMS = [t for t in KD_TERMS if t.startswith(("loss_ded_", "loss_drd_"))]
+ALL_PARTS = '["crd", "ded", "drd"]'  # every term measured, whatever the default runs
 SUMS = ["detection", "kd", "total"]
 
 
@@ -32,7 +33,8 @@ def finite(entry, where, low=-math.inf, high=math.inf):
 def test_bench_kd_terms_tiny(tmp_path):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     env.pop("TKD_BENCH_RESULTS_DIR", None)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--results-dir", str(tmp_path)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--results-dir", str(tmp_path),
+                           "--opts", "MODEL.TKD.PARTS", ALL_PARTS], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     path = tmp_path / "kd_terms_synthetic_defects_fcos_tiny.json"

@@ -21,6 +21,7 @@ KD_TERMS = {
     "loss_drd_instance", "loss_drd_pixel",
 }
 SMALL = ["MODEL.FPN.OUT_CHANNELS", 64, "DATASETS.TRAIN", ("synthetic_defects_train",)]
+ALL_PARTS = '["crd", "ded", "drd"]'  # these tests hold every part, whatever the default runs
 
 
 def _cfg(path, opts=()):
@@ -44,7 +45,7 @@ def _distiller_cfg(student_yaml, teacher_yaml, weights, opts=(), extra=()):
         "MODEL.META_ARCHITECTURE", "TKDDistiller",
         "MODEL.TKD.STUDENT_META_ARCHITECTURE", cfg.MODEL.META_ARCHITECTURE,
         "MODEL.TKD.TEACHER.CONFIG", teacher_yaml, "MODEL.TKD.TEACHER.WEIGHTS", weights,
-        "MODEL.TKD.WARMUP_ITERS", "0", *map(str, extra),
+        "MODEL.TKD.WARMUP_ITERS", "0", "MODEL.TKD.PARTS", ALL_PARTS, *map(str, extra),
     ])
     return cfg
 

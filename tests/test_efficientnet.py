@@ -159,7 +159,7 @@ def test_bn_norm_keeps_trainable_statistics_outside_the_frozen_stages():
 
 def test_lite2_teacher_distils_into_lite0_student(tmp_path):
     from tkd_d2.checkpoint import SafeCheckpointer
-    from test_distiller import KD_TERMS, _batch
+    from test_distiller import ALL_PARTS, KD_TERMS, _batch
 
     teacher_cfg = load_config("configs/Synthetic/retinanet_Lite2_FPN.yaml", [], device="cpu",
                               register_datasets=False)
@@ -169,6 +169,7 @@ def test_lite2_teacher_distils_into_lite0_student(tmp_path):
         "MODEL.TKD.TEACHER.CONFIG", str(tmp_path / "teacher.yaml"),
         "MODEL.TKD.TEACHER.WEIGHTS", str(tmp_path / "teacher.pth"), "MODEL.TKD.WARMUP_ITERS", 0,
         "MODEL.TKD.BALANCE.ENABLED", False,  # fixed weights: KD trains from the first step
+        "MODEL.TKD.PARTS", ALL_PARTS,
     ], device="cpu", register_datasets=False)
     model = build_model(cfg)
     # the shipped pair is heterogeneous: a 64-wide student head under a 128-wide teacher's

@@ -27,7 +27,9 @@ def _random_teacher(tmp_path):
     """An (untrained) R-18 teacher saved like a real one: fast, and enough for mechanics."""
     cfg = load_config(ROOT / STUDENT, device="cpu", register_datasets=False)
     SafeCheckpointer(build_model(cfg), str(tmp_path)).save("teacher")
-    return ["MODEL.TKD.TEACHER.CONFIG", STUDENT, "MODEL.TKD.TEACHER.WEIGHTS", tmp_path / "teacher.pth"]
+    # every part, whatever the default runs: resume and seeding must hold for all of them
+    return ["MODEL.TKD.TEACHER.CONFIG", STUDENT, "MODEL.TKD.TEACHER.WEIGHTS", tmp_path / "teacher.pth",
+            "MODEL.TKD.PARTS", '["crd", "ded", "drd"]']
 
 
 def _metrics(out):

@@ -33,6 +33,7 @@ __all__ = [
     "PACKAGE_DIR",
     "PACKAGE_CONFIGS",
     "TKD_PARTS",
+    "DEFAULT_TKD_PARTS",
     "TKD_PRESETS",
     "preset_values",
     "is_distiller_config",
@@ -46,6 +47,9 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 PACKAGE_CONFIGS = os.path.join(PACKAGE_DIR, "configs")
 DISTILLER = "TKDDistiller"
 TKD_PARTS = ("crd", "ded", "drd")
+# the parts a TKD config runs unless it says otherwise: those the ablations show to pay
+# (BENCHMARKS.md, "Balancing the KD terms"); the others stay available by MODEL.TKD.PARTS
+DEFAULT_TKD_PARTS = ("crd", "ded", "drd")
 TKD_PRESETS = ("tuned", "reference")
 
 
@@ -113,7 +117,7 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.TEACHER.CONFIG = ""
     _C.MODEL.TKD.TEACHER.WEIGHTS = ""  # the trained teacher (.pth / .pkl); required
     _C.MODEL.TKD.STUDENT_META_ARCHITECTURE = "RetinaNet"  # the student's (MODEL.*), or "FCOSDetector"
-    _C.MODEL.TKD.PARTS = list(TKD_PARTS)  # the parts that run; one left out is not computed
+    _C.MODEL.TKD.PARTS = list(DEFAULT_TKD_PARTS)  # the parts that run; one left out is not computed
     _C.MODEL.TKD.WARMUP_ITERS = 100  # iterations over which every KD weight ramps up from 0
     _C.MODEL.TKD.EVAL_TEACHER_FIRST = False  # evaluate the teacher on DATASETS.TEST before training
     _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels of DED and DRD
