@@ -440,7 +440,8 @@ def test_each_key_scales_its_own_term_and_nothing_else(family, balance):
     from tkd_d2.modeling.kd_weights import kd_weights
 
     yaml = f"configs/Synthetic/tkd_{family}_Lite2_to_Lite0.yaml"
-    base = _cfg(yaml, ["MODEL.TKD.BALANCE.ENABLED", balance, "MODEL.TKD.CRD.CENTERNESS_WEIGHT", 0.5,
+    base = _cfg(yaml, ["MODEL.TKD.PARTS", ALL_PARTS, "MODEL.TKD.BALANCE.ENABLED", balance,
+                       "MODEL.TKD.CRD.CENTERNESS_WEIGHT", 0.5,
                        "MODEL.TKD.BALANCE.CRD_CTR", 0.5])
     has_ctr = family == "fcos"
 

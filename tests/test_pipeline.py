@@ -110,8 +110,11 @@ def test_first_run_completes_every_stage(pipeline):
         assert (out / "logs" / f"{m}.log").is_file()
     assert (out / "report.md").is_file()
     # the report states how long each model trained (TINY_ARGS: --max-iter 2 for every model)
-    assert "same schedule (2 iterations) and seed; the teacher trained 2 iterations" in \
-        (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "same schedule (2 iterations) and seed; the teacher trained 2 iterations" in report
+    # and which TKD parts the student trained with (the default's)
+    from tkd_d2.config import DEFAULT_TKD_PARTS
+    assert "TKD parts that ran (`MODEL.TKD.PARTS`): " + ", ".join(p.upper() for p in DEFAULT_TKD_PARTS) + "." in report
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ DISTILLER = "TKDDistiller"
 TKD_PARTS = ("crd", "ded", "drd")
 # the parts a TKD config runs unless it says otherwise: those the ablations show to pay
 # (BENCHMARKS.md, "Balancing the KD terms"); the others stay available by MODEL.TKD.PARTS
-DEFAULT_TKD_PARTS = ("crd", "ded", "drd")
+DEFAULT_TKD_PARTS = ("crd",)
 TKD_PRESETS = ("tuned", "reference")
 
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env python
 """README's results table, computed from the results JSONs in benchmarks/results/.
 
-    python tools/results_table.py            # print the table
-    python tools/results_table.py --write    # put it into README.md between its markers
+    python tools/results_table.py            # print the tables
+    python tools/results_table.py --write    # put them into README.md between their markers
 
 Every cell is the mean AP50 over the runs of that model (``runs`` entries keyed ``teacher``,
 ``teacher@N``, ``baseline@N``, ``tkd@N``, ... of the named files), rounded once to one
 decimal; "runs" says how many. The goals: the TKD student at AP50 >= 70, >= 2 above the same
-student without KD, within 1 of its teacher (tests/test_docs.py holds README equal to this).
+student without KD, within 1 of its teacher. The parts table: each TKD part's student, run by
+run (seed order) and its mean, against the baseline and against CRD alone (tests/test_docs.py
+holds README equal to both, and BENCHMARKS.md's copy of the parts table equal to it).
 """
 import argparse
 import json
@@ -18,7 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
 BEGIN, END = "<!-- results-table: tools/results_table.py -->", "<!-- /results-table -->"
+PARTS_BEGIN, PARTS_END = "<!-- parts-table: tools/results_table.py -->", "<!-- /parts-table -->"
 
 # (setting, {model: [(results file, run-key prefix), ...]})
 ROWS = [
@@ -47,14 +51,48 @@ ROWS = [
 ]
 MODELS = ("teacher", "baseline", "tkd")
 
+# (setting, [(label, [(results file, run-key prefix), ...]), ...]): the parts on top of CRD
+_FCOS_LONG = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation"
+_SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
+PARTS_ROWS = [
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the 72.1 teacher", [
+        ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
+        ("CRD", [(_FCOS_LONG, "crd")]), ("CRD + DED", [(_FCOS_LONG, "crd_ded")]),
+        ("CRD + DRD", [(_FCOS_LONG, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG, "tkd")])]),
+    ("RetinaNet Lite2 → Lite0, synthetic set (the main job's), 500 it", [
+        ("baseline", [(_SYNTHETIC, "baseline")]), ("CRD", [(_SYNTHETIC, "crd")]),
+        ("CRD + DED", [(_SYNTHETIC, "crd_ded")]), ("TKD (all three)", [(_SYNTHETIC, "tkd")]),
+        ("CRD + DED, DED on P3–P5", [(_SYNTHETIC + "_p3p5", "crd_ded")]),
+        ("TKD, DED and DRD on P3–P5", [(_SYNTHETIC + "_p3p5", "tkd")])]),
+]
 
-def runs_of(sources, results_dir=RESULTS):
-    """AP50 of every run the sources name (a key ``prefix`` or ``prefix@N``)."""
+
+def runs_of(sources, results_dir=RESULTS, metric="AP50"):
+    """``metric`` of every run the sources name (a key ``prefix`` or ``prefix@N``), in seed order."""
     values = []
     for name, prefix in sources:
         runs = json.loads((Path(results_dir) / f"{name}.json").read_text())["runs"]
-        values += [r["bbox"]["AP50"] for key, r in runs.items() if key.split("@")[0] == prefix]
+        keys = sorted((k for k in runs if k.split("@")[0] == prefix), key=lambda k: (len(k), k))
+        values += [runs[k]["bbox"][metric] for k in keys]
     return values
+
+
+def parts_table(results_dir=RESULTS):
+    lines = ["| setting | student | AP50 per run | AP50 mean | − baseline | − CRD | AP mean |",
+             "|---|---|---|---|---|---|---|"]
+    for setting, rows in PARTS_ROWS:
+        runs = {label: runs_of(sources, results_dir) for label, sources in rows}
+        ap = {label: statistics.mean(runs_of(sources, results_dir, "AP")) for label, sources in rows if runs[label]}
+        mean = {label: round(statistics.mean(v), 1) for label, v in runs.items() if v}
+        for label, values in runs.items():
+            if not values:
+                continue
+            diff = [f"{mean[label] - mean[ref]:+.1f}" if ref in mean and ref != label else "–"
+                    for ref in ("baseline", "CRD")]
+            lines.append(f"| {setting} | {label} | " + ", ".join(f"{v:.1f}" for v in values)
+                         + f" | {mean[label]:.1f} | " + " | ".join(diff) + f" | {ap[label]:.1f} |")
+            setting = ""  # once per block
+    return "\n".join(lines)
 
 
 def table(results_dir=RESULTS):
@@ -71,27 +109,35 @@ def table(results_dir=RESULTS):
     return "\n".join(lines)
 
 
-def _table_span(text):
+def _table_span(text, begin=BEGIN, end=END):
     """(start, end) of the text between README's markers."""
-    return text.index(BEGIN) + len(BEGIN), text.index(END)
+    return text.index(begin) + len(begin), text.index(end)
 
 
-def readme_table(text):
+def readme_table(text, begin=BEGIN, end=END):
     """The table between README's markers."""
-    start, end = _table_span(text)
-    return text[start:end].strip("\n")
+    start, stop = _table_span(text, begin, end)
+    return text[start:stop].strip("\n")
+
+
+TABLES = ((BEGIN, END, table), (PARTS_BEGIN, PARTS_END, parts_table))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write", action="store_true", help="replace the table in README.md")
     args = p.parse_args(argv)
-    out = table()
-    if args.write:
-        text = README.read_text()
-        start, end = _table_span(text)
-        README.write_text(text[:start] + "\n" + out + "\n" + text[end:])
-    print(out)
+    tables = [(begin, end, make()) for begin, end, make in TABLES]
+    for _, _, out in tables:
+        print(out + "\n")
+    if args.write:  # each table into every document that holds its markers
+        for doc in (README, BENCHMARKS):
+            text = doc.read_text()
+            for begin, end, out in tables:
+                if begin in text:
+                    start, stop = _table_span(text, begin, end)
+                    text = text[:start] + "\n" + out + "\n" + text[stop:]
+            doc.write_text(text)
 
 
 if __name__ == "__main__":

@@ -233,7 +233,8 @@ class Pipeline:
             f"a {plan.backbone('baseline')} student trained alone (baseline) and the same student "
             "trained with Triple Knowledge Distillation (TKD) from the teacher, same schedule "
             f"({plan.iterations('tkd')} iterations) and seed; the teacher trained "
-            f"{plan.iterations('teacher')} iterations.",
+            f"{plan.iterations('teacher')} iterations. TKD parts that ran (`MODEL.TKD.PARTS`): "
+            + ", ".join(p.upper() for p in plan.trained_configs()["tkd"].MODEL.TKD.PARTS) + ".",
             "",
             f"Written by `{self.written_by}` on {now()}. Configs: "
             + ", ".join(f"`{shown(plan.configs[m])}`" for m in MODELS)
