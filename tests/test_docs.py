@@ -30,3 +30,13 @@ def test_readme_results_tables_are_the_ones_the_results_files_give():
     benchmarks = (ROOT / "BENCHMARKS.md").read_text()
     assert results_table.readme_table(benchmarks, results_table.PARTS_BEGIN, results_table.PARTS_END) \
         == results_table.parts_table()
+
+
+def test_kept_teachers_hold_their_weights():
+    """A teacher kept for later sessions (bench_accuracy --teacher DIR) has its weights, config
+    and AP in the repository: a clean clone (CI) fails here if the weights were never committed."""
+    folders = sorted(p for p in (ROOT / "benchmarks" / "results" / "teachers").iterdir() if p.is_dir())
+    assert folders
+    for folder in folders:
+        missing = [f for f in ("model_final.pth", "config.yaml", "ap_results.json") if not (folder / f).is_file()]
+        assert not missing, f"{folder}: {missing}"
