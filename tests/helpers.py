@@ -1,15 +1,19 @@
 """Shared helpers for tests that run train_net.py."""
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from tkd_d2.config import TKD_PARTS
 from tkd_d2.pipeline import TINY_OPTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # The pipeline's --tiny scale (seconds per training on 2 CPU cores), a short schedule.
 TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.CHECKPOINT_PERIOD", "1000"]
+# MODEL.TKD.PARTS for tests that hold every part, whatever the default runs
+ALL_PARTS = json.dumps(list(TKD_PARTS))
 
 
 def run_train_net(args, data_root, check=True, timeout=900, env=None):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ALL_PARTS
+
 pytestmark = pytest.mark.slow  # runs a benchmark script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +18,6 @@ SCRIPT = ROOT / "benchmarks" / "bench_kd_terms.py"
 KD_TERMS = ["loss_crd_cls", "loss_crd_box", "loss_ded_fg", "loss_ded_bg", "loss_ded_ssim",
             "loss_drd_instance", "loss_drd_pixel"]
 FEATURE_TERMS = [t for t in KD_TERMS if t.startswith(("loss_ded_", "loss_drd_"))]
-ALL_PARTS = '["crd", "ded", "drd"]'  # every term measured, whatever the default runs
 SUMS = ["detection", "kd", "total"]
 
 

@@ -10,6 +10,7 @@ import tkd_d2  # noqa: F401
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from helpers import ALL_PARTS
 
 from tkd_d2.checkpoint import SafeCheckpointer
 from tkd_d2.config import load_config
@@ -21,7 +22,6 @@ KD_TERMS = {
     "loss_drd_instance", "loss_drd_pixel",
 }
 SMALL = ["MODEL.FPN.OUT_CHANNELS", 64, "DATASETS.TRAIN", ("synthetic_defects_train",)]
-ALL_PARTS = '["crd", "ded", "drd"]'  # these tests hold every part, whatever the default runs
 
 
 def _cfg(path, opts=()):

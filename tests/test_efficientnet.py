@@ -159,7 +159,8 @@ def test_bn_norm_keeps_trainable_statistics_outside_the_frozen_stages():
 
 def test_lite2_teacher_distils_into_lite0_student(tmp_path):
     from tkd_d2.checkpoint import SafeCheckpointer
-    from test_distiller import ALL_PARTS, KD_TERMS, _batch
+    from helpers import ALL_PARTS
+    from test_distiller import KD_TERMS, _batch
 
     teacher_cfg = load_config("configs/Synthetic/retinanet_Lite2_FPN.yaml", [], device="cpu",
                               register_datasets=False)

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from helpers import ROOT, TINY, run_train_net
+from helpers import ALL_PARTS, ROOT, TINY, run_train_net
 
 import tkd_d2  # noqa: F401
 from detectron2.modeling import build_model
@@ -29,7 +29,7 @@ def _random_teacher(tmp_path):
     SafeCheckpointer(build_model(cfg), str(tmp_path)).save("teacher")
     # every part, whatever the default runs: resume and seeding must hold for all of them
     return ["MODEL.TKD.TEACHER.CONFIG", STUDENT, "MODEL.TKD.TEACHER.WEIGHTS", tmp_path / "teacher.pth",
-            "MODEL.TKD.PARTS", '["crd", "ded", "drd"]']
+            "MODEL.TKD.PARTS", ALL_PARTS]
 
 
 def _metrics(out):

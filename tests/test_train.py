@@ -13,6 +13,7 @@ from helpers import TINY, run_train_net
 from tiny_runs import STUDENT_CONFIG
 
 from tkd_d2.config import DEFAULT_TKD_PARTS
+from tkd_d2.modeling.kd_weights import KD_TERMS as TERM_TABLE
 
 pytestmark = pytest.mark.slow  # every test here runs train_net.py or a benchmark script
 
@@ -94,7 +95,7 @@ def test_tkd_distillation_writes_a_plain_student_checkpoint(tiny_pipeline, tmp_p
     metrics = metrics_of(tkd)
     log = (tkd / "log.txt").read_text()
     assert "TKD teacher:" in log and "tensors matched" in log
-    default = [t for t in KD_TERMS if t.split("_")[1] in DEFAULT_TKD_PARTS]
+    default = [t for t in KD_TERMS if TERM_TABLE[t][2] in DEFAULT_TKD_PARTS]  # the part each term is of
     logged = [m for m in metrics if default[0] in m]
     assert logged
     for m in logged:
