@@ -35,9 +35,10 @@ it through them. The detection terms are the losses the plain student returns (a
 non-KD loss the distiller may add is listed under "other" and counts in "total" only).
 Before measuring, ``--prime-batches`` student-only forwards (no grad) let the student's
 running loss normaliser (detectron2's EMA, which a fresh model starts far from the batch's
-positives count; CRD divides by it too) settle as in training past the warm-up. With the KD balance on (the default) its calibration
-window is then closed on the next batches, as in training, so the terms are measured at the
-scales training uses (``setting.calibration_batches``).
+positives count; CRD divides by it too) settle as in training past the warm-up. With the KD
+balance on (the default), its calibration window is then closed on the next batches, as in
+training, so the terms are measured at the scales training uses
+(``setting.calibration_batches``).
 ``MODEL.WEIGHTS`` (a student or TKD checkpoint) measures a partly trained student.
 
     python benchmarks/bench_kd_terms.py --opts MODEL.TKD.TEACHER.WEIGHTS output/NEU-DET/fcos_Lite2_FPN/model_final.pth

@@ -2,7 +2,7 @@
 """README's results table, computed from the results JSONs in benchmarks/results/.
 
     python tools/results_table.py            # print the tables
-    python tools/results_table.py --write    # put them into README.md between their markers
+    python tools/results_table.py --write    # put them between their markers in README.md and BENCHMARKS.md
 
 Every cell is the mean AP50 over the runs of that model (``runs`` entries keyed ``teacher``,
 ``teacher@N``, ``baseline@N``, ``tkd@N``, ... of the named files), rounded once to one
@@ -67,30 +67,34 @@ PARTS_ROWS = [
 ]
 
 
-def runs_of(sources, results_dir=RESULTS, metric="AP50"):
-    """``metric`` of every run the sources name (a key ``prefix`` or ``prefix@N``), in seed order."""
-    values = []
+def bboxes_of(sources, results_dir=RESULTS):
+    """The bbox results of every run the sources name (a key ``prefix`` or ``prefix@N``), in seed order."""
+    found = []
     for name, prefix in sources:
         runs = json.loads((Path(results_dir) / f"{name}.json").read_text())["runs"]
         keys = sorted((k for k in runs if k.split("@")[0] == prefix), key=lambda k: (len(k), k))
-        values += [runs[k]["bbox"][metric] for k in keys]
-    return values
+        found += [runs[k]["bbox"] for k in keys]
+    return found
+
+
+def runs_of(sources, results_dir=RESULTS):
+    """AP50 of every run the sources name, in seed order."""
+    return [b["AP50"] for b in bboxes_of(sources, results_dir)]
 
 
 def parts_table(results_dir=RESULTS):
     lines = ["| setting | student | AP50 per run | AP50 mean | − baseline | − CRD | AP mean |",
              "|---|---|---|---|---|---|---|"]
     for setting, rows in PARTS_ROWS:
-        runs = {label: runs_of(sources, results_dir) for label, sources in rows}
-        ap = {label: statistics.mean(runs_of(sources, results_dir, "AP")) for label, sources in rows if runs[label]}
-        mean = {label: round(statistics.mean(v), 1) for label, v in runs.items() if v}
+        bboxes = {label: bboxes_of(sources, results_dir) for label, sources in rows}
+        runs = {label: [b["AP50"] for b in found] for label, found in bboxes.items() if found}
+        mean = {label: round(statistics.mean(v), 1) for label, v in runs.items()}
         for label, values in runs.items():
-            if not values:
-                continue
+            ap = statistics.mean(b["AP"] for b in bboxes[label])
             diff = [f"{mean[label] - mean[ref]:+.1f}" if ref in mean and ref != label else "–"
                     for ref in ("baseline", "CRD")]
             lines.append(f"| {setting} | {label} | " + ", ".join(f"{v:.1f}" for v in values)
-                         + f" | {mean[label]:.1f} | " + " | ".join(diff) + f" | {ap[label]:.1f} |")
+                         + f" | {mean[label]:.1f} | " + " | ".join(diff) + f" | {ap:.1f} |")
             setting = ""  # once per block
     return "\n".join(lines)
 
@@ -125,7 +129,8 @@ TABLES = ((BEGIN, END, table), (PARTS_BEGIN, PARTS_END, parts_table))
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="replace the table in README.md")
+    p.add_argument("--write", action="store_true",
+                   help="replace the tables between their markers in README.md and BENCHMARKS.md")
     args = p.parse_args(argv)
     tables = [(begin, end, make()) for begin, end, make in TABLES]
     for _, _, out in tables:
