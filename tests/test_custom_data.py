@@ -159,6 +159,18 @@ def test_custom_dataset_needs_train_and_test_entries(tmp_path):
         PipelineOptions(dataset="custom", train=["a:coco:/x"], test=["b:coco:/x:/y"]).resolved()
 
 
+def test_relative_entry_paths_are_made_absolute_where_the_user_stands(tmp_path, monkeypatch):
+    # the trainings run from the project root, not from where the user typed the command
+    from tkd_d2.pipeline import PipelineOptions
+
+    monkeypatch.chdir(tmp_path)
+    options = PipelineOptions(dataset="custom", train=["a:coco:data/images:data/train.json"],
+                              test=["b:voc:imgs:~/xml:splits/test.txt", "c:coco:/abs/img:/abs/c.json"]).resolved()
+    assert list(options.train) == [f"a:coco:{tmp_path}/data/images:{tmp_path}/data/train.json"]
+    assert list(options.test) == [f"b:voc:{tmp_path}/imgs:{os.path.expanduser('~/xml')}:{tmp_path}/splits/test.txt",
+                                  "c:coco:/abs/img:/abs/c.json"]
+
+
 def test_custom_options_become_dataset_overrides(coco_set, tmp_path):
     from tkd_d2.pipeline import Pipeline
 

@@ -38,6 +38,7 @@ __all__ = [
     "register_all",
     "register_from_cfg",
     "parse_custom_entry",
+    "absolute_custom_entry",
     "assert_datasets_registered",
     "train_thing_classes",
 ]
@@ -169,6 +170,15 @@ def parse_custom_entry(entry):
         "annotations": parts[3],
         "split_file": parts[4] if len(parts) == 5 else None,
     }
+
+
+def absolute_custom_entry(entry, base=None):
+    """The same DATASETS.CUSTOM.ENTRIES item with its paths made absolute against ``base``
+    (default: the working folder), so it means the same from any folder a training runs in."""
+    parsed = parse_custom_entry(entry)
+    paths = [parsed["images_dir"], parsed["annotations"]] + ([parsed["split_file"]] if parsed["split_file"] else [])
+    base = os.path.abspath(base or os.getcwd())
+    return ":".join([parsed["name"], parsed["format"]] + [os.path.join(base, os.path.expanduser(p)) for p in paths])
 
 
 def register_from_cfg(cfg, root=None):

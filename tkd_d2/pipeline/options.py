@@ -5,7 +5,7 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
-from ..data import parse_custom_entry
+from ..data import absolute_custom_entry, parse_custom_entry
 from ..errors import ConfigError
 from ..modeling import FAMILIES, family_named
 from .budget import parse_duration
@@ -133,6 +133,9 @@ class PipelineOptions:
             names = [parse_custom_entry(e)["name"] for e in train + test]
             if len(set(names)) != len(names):
                 raise ConfigError(f"--train / --test entries must have distinct names, got {names}")
+            # the trainings run from the project root: a path given relative to where the
+            # user stands must mean the same there
+            train, test = [absolute_custom_entry(e) for e in train], [absolute_custom_entry(e) for e in test]
         elif train or test or self.classes or self.epochs is not None:
             raise ConfigError(f"--train / --test / --classes / --epochs are for --dataset custom, "
                               f"not {self.dataset} (use --max-iter)")
