@@ -328,6 +328,22 @@ def test_report_shows_nan_and_missing_classes_as_na(tmp_path):
     assert "| 2 train teacher | 1 min 15 s | done |" in text
 
 
+@pytest.mark.parametrize("teacher_ap50,warned", [(70.0, True), (69.0, True), (70.5, False)])
+def test_report_warns_when_the_teacher_is_not_above_the_baseline(tmp_path, teacher_ap50, warned):
+    # DeepPCB with --budget 1h: a 1.8-epoch Lite2 teacher below its Lite0 baseline
+    from tkd_d2.pipeline.report import ModelResult, Report, write_report
+
+    models = []
+    for key, ap50 in (("teacher", teacher_ap50), ("baseline", 70.0), ("tkd", 68.0)):
+        path = tmp_path / f"{key}.json"
+        path.write_text(json.dumps({"dataset": "d", "bbox": {"AP": 40.0, "AP50": ap50, "AP75": 30.0}}))
+        models.append(ModelResult(key, key.upper(), str(path)))
+    text = write_report(str(tmp_path / "report.md"), Report(title="t", dataset="d", models=models, stages=[]))
+    assert ("The teacher is not above the baseline student" in text) == warned
+    if warned:
+        assert f"AP50 {teacher_ap50:.2f} vs 70.00" in text and "--redo teacher" in text
+
+
 # ------------------------------------------------------------------------------ library
 def test_options_fill_in_defaults_and_expand_redo(tmp_path):
     from tkd_d2.errors import ConfigError

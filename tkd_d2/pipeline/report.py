@@ -261,6 +261,20 @@ def _md_table(headers, rows):
     return "\n".join(lines)
 
 
+def _weak_teacher_note(results):
+    """A warning when the teacher's AP50 is not above the baseline student's: distillation
+    passes on what the teacher knows, so from such a teacher it cannot be expected to help."""
+    teacher = results.get("teacher", {}).get("bbox", {}).get("AP50")
+    baseline = results.get("baseline", {}).get("bbox", {}).get("AP50")
+    if not all(isinstance(v, (int, float)) and not math.isnan(v) for v in (teacher, baseline)):
+        return None
+    if teacher > baseline:
+        return None
+    return (f"**The teacher is not above the baseline student** (AP50 {teacher:.2f} vs {baseline:.2f}): "
+            "distillation passes on what the teacher knows, so from this teacher TKD cannot be expected "
+            "to help. Train the teacher longer (a larger `--budget` or `--epochs`, then `--redo teacher`).")
+
+
 def write_report(path, report):
     """Write the Markdown report ``path`` from ``report`` (a :class:`Report`, built by
     :meth:`tkd_d2.pipeline.Pipeline.summary`); returns its text."""
@@ -292,6 +306,9 @@ def write_report(path, report):
                 deltas.append(f"{k} {b - a:+.2f}")
         if deltas:
             lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
+    weak = _weak_teacher_note(results)
+    if weak:
+        lines += [weak, ""]
     per_class = {m.key: per_class_ap50_of(results.get(m.key, {}).get("bbox", {})) for m in models}
     classes = list(dict.fromkeys(c for m in models for c in per_class[m.key]))
     if classes:
