@@ -44,6 +44,10 @@ ROWS = [
                     ("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7_teacher_seed2", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "tkd")]}),
+    ("RetinaNet Lite2 → Lite0, DeepPCB (unseen data; the pipeline's defaults, `--budget 1h`)", {
+        "teacher": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "teacher")],
+        "baseline": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "baseline")],
+        "tkd": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "tkd")]}),
     ("RetinaNet R-50 → R-18 from scratch, NEU-DET (CPU budget)", {
         "teacher": [("accuracy_neu_det_retinanet", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet", "baseline")],
