@@ -30,6 +30,10 @@ ROWS = [
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "tkd")]}),
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, shipped default (CRD alone, balanced)", {
+        "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_teacher_retrained", "teacher")],
+        "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
+        "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4", "crd")]}),
     ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule (200 px, 2,400 it)", {
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "baseline")],
@@ -57,8 +61,13 @@ MODELS = ("teacher", "baseline", "tkd")
 
 # (setting, [(label, [(results file, run-key prefix), ...]), ...]): the parts on top of CRD
 _FCOS_LONG = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation"
+_FCOS_LONG_70 = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4"
 _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 PARTS_ROWS = [
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
+        ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
+        ("CRD", [(_FCOS_LONG_70, "crd")]), ("CRD + DED", [(_FCOS_LONG_70, "crd_ded")]),
+        ("CRD + DRD", [(_FCOS_LONG_70, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG_70, "tkd")])]),
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the 72.1 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG, "crd")]), ("CRD + DED", [(_FCOS_LONG, "crd_ded")]),
