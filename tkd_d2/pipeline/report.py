@@ -261,12 +261,17 @@ def _md_table(headers, rows):
     return "\n".join(lines)
 
 
+def _is_number(value):
+    """A real number, not NaN (an AP that COCO could compute)."""
+    return isinstance(value, (int, float)) and not math.isnan(value)
+
+
 def _weak_teacher_note(results):
     """A warning when the teacher's AP50 is not above the baseline student's: distillation
     passes on what the teacher knows, so from such a teacher it cannot be expected to help."""
     teacher = results.get("teacher", {}).get("bbox", {}).get("AP50")
     baseline = results.get("baseline", {}).get("bbox", {}).get("AP50")
-    if not all(isinstance(v, (int, float)) and not math.isnan(v) for v in (teacher, baseline)):
+    if not (_is_number(teacher) and _is_number(baseline)):
         return None
     if teacher > baseline:
         return None
@@ -300,9 +305,7 @@ def write_report(path, report):
         deltas = []
         for k in ("AP", "AP50", "AP75"):
             a, b = base.get(k), tkd.get(k)
-            if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not (
-                math.isnan(a) or math.isnan(b)
-            ):
+            if _is_number(a) and _is_number(b):
                 deltas.append(f"{k} {b - a:+.2f}")
         if deltas:
             lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
