@@ -79,6 +79,31 @@ def test_budget_splits_by_epochs_when_batches_differ():
     assert abs(fit.iterations["teacher"] * 8 - fit.iterations["baseline"] * 4) <= 8
 
 
+def test_budget_gives_the_teacher_its_share_of_epochs_and_the_students_one_schedule():
+    t = fake_timings()
+    fit = _fit(3600, t, teacher_epochs=2.0)
+    fixed = sum(stage_seconds(t, dict.fromkeys(TRAININGS, 0), 500, 6, (5, 20)).values())
+    # one student epoch = 250 iterations of each model, the teacher twice: 250 * (2 * 4 + 2 + 3) s
+    epochs = (3600 - 40 - fixed) / (250 * 13.0)
+    assert fit.iterations == {"teacher": math.floor(2 * epochs * 250), "baseline": math.floor(epochs * 250),
+                              "tkd": math.floor(epochs * 250)}
+    assert fit.epochs == fit.iterations["baseline"] / 250
+    planned = stage_seconds(t, fit.iterations, 500, 6, (5, 20))
+    assert 40 + sum(planned.values()) <= 3600
+    assert f"{fit.epochs:.3g} epochs per student, {fit.iterations['teacher'] * 4 / 1000:.3g} for the teacher" in fit.note
+    with pytest.raises(ConfigError, match="teacher-epochs 0.5"):
+        _fit(3600, t, teacher_epochs=0.5)
+
+
+def test_time_a_capped_teacher_cannot_use_goes_to_the_students():
+    t = fake_timings()
+    fit = _fit(3600, t, teacher_epochs=4.0, default_iterations={"teacher": 300, "baseline": 3000, "tkd": 3000})
+    fixed = sum(stage_seconds(t, dict.fromkeys(TRAININGS, 0), 500, 6, (5, 20)).values())
+    assert fit.iterations["teacher"] == 300
+    students = math.floor((3600 - 40 - fixed - 300 * 4.0) / (2.0 + 3.0))
+    assert fit.iterations["baseline"] == fit.iterations["tkd"] == students
+
+
 def test_budget_never_trains_longer_than_the_schedule_without_it():
     fit = _fit(10 * 24 * 3600)
     assert fit.iterations == dict.fromkeys(TRAININGS, 3000)

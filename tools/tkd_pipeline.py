@@ -108,6 +108,9 @@ def parse_args(argv=None):
                         help="end the whole run within DURATION (90s, 45m, 2h, 1h30m): a timing "
                              "probe measures each model's step and the plan picks the epochs that "
                              "fit (--max-iter or SOLVER.MAX_ITER in --opts win over it)")
+    parser.add_argument("--teacher-epochs", type=float, default=1.0, metavar="R",
+                        help="with --budget: the teacher trains R times the students' epochs "
+                             "(default 1.0; both students always train the same)")
     parser.add_argument("--probe-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
                         help="training steps of each model the plan's timing probe runs (default "
                              "2 3; --tiny 0 1)")

@@ -4,12 +4,14 @@ schedule that fits ``--budget``.
 Pure arithmetic on :class:`Timings` (what :mod:`.probe` measured, or a fake in the tests):
 
 * :func:`stage_seconds`: every stage's planned wall time for given iterations;
-* :func:`fit_budget`: the iterations that fit a budget. The rule: every model trains the
-  same number of epochs, the largest that fits after the evaluations, pictures, speed and
-  export are paid for, and never more than the schedule the run would have had without a
-  budget. Same epochs for the teacher (a teacher trained less than its student is not worth
-  distilling) and for both students (baseline and TKD compare at one schedule); per epoch the
-  TKD step costs the most, and the split charges each model its own measured step.
+* :func:`fit_budget`: the iterations that fit a budget. The rule: both students train the
+  same number of epochs (baseline and TKD compare at one schedule) and the teacher
+  ``teacher_epochs`` times as many, the most that fit after the evaluations, pictures, speed
+  and export are paid for, and never more than the schedule the run would have had without a
+  budget (time a capped model cannot use goes to the others). The teacher gets at least the
+  students' epochs: a teacher trained less than its student is not worth distilling, and a
+  larger network needs more epochs to pass the smaller one. Each model is charged its own
+  measured step; per epoch the TKD step costs the most.
 """
 import dataclasses
 import math
@@ -76,22 +78,35 @@ def stage_seconds(timings, iterations, test_images, pictures, speed_iters):
 @dataclasses.dataclass
 class BudgetFit:
     iterations: Dict[str, int]  # training model → iterations
-    epochs: float  # of each model
+    epochs: float  # of each student (the teacher: teacher_epochs times as many, unless capped)
     note: str  # what the budget chose and what it gave up, in a sentence
 
 
 def fit_budget(budget, timings, *, default_iterations, batch, train_images, test_images, pictures,
-               speed_iters, spent=0.0, min_iterations=100, flag="--budget"):
+               speed_iters, spent=0.0, min_iterations=100, teacher_epochs=1.0, flag="--budget"):
     """The iterations per training model that end the whole run within ``budget`` seconds
     (``spent`` of it already gone: data and plan), by the module's rule; capped at
     ``default_iterations`` (model → the schedule without a budget). ``batch``: model → images
     per iteration. Raises :class:`ConfigError` when fewer than ``min_iterations`` fit."""
     fixed = stage_seconds(timings, dict.fromkeys(TRAININGS, 0), test_images, pictures, speed_iters)
     left = budget - spent - sum(fixed.values())
-    per_epoch = sum(timings.step[m] * train_images / batch[m] for m in TRAININGS)
-    epochs = max(0.0, left / per_epoch)
-    fit = {m: min(default_iterations[m], int(math.floor(epochs * train_images / batch[m])))
-           for m in TRAININGS}
+    if teacher_epochs < 1:
+        raise ConfigError(f"--teacher-epochs {teacher_epochs}: the teacher trains at least the "
+                          "students' epochs (>= 1)")
+    share = {"teacher": float(teacher_epochs), "baseline": 1.0, "tkd": 1.0}
+    epoch_cost = {m: share[m] * timings.step[m] * train_images / batch[m] for m in TRAININGS}
+    fit, free = {}, list(TRAININGS)
+    while free:  # the students' epochs; a model capped at its schedule leaves its time to the rest
+        epochs = max(0.0, left - sum(fit[m] * timings.step[m] for m in fit)) / sum(epoch_cost[m] for m in free)
+        want = {m: int(math.floor(share[m] * epochs * train_images / batch[m])) for m in free}
+        capped = [m for m in free if want[m] >= default_iterations[m]]
+        if not capped:
+            fit.update(want)
+            break
+        for m in capped:
+            fit[m] = default_iterations[m]
+            free.remove(m)
+    fit = {m: fit[m] for m in TRAININGS}
     smallest = min(fit.values())
     if smallest < min_iterations:
         least = dict.fromkeys(TRAININGS, min_iterations)
@@ -102,13 +117,15 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
             f"and export) takes about {fmt_seconds(need)} on this machine (measured steps: "
             + ", ".join(f"{m} {timings.step[m]:.2f} s" for m in TRAININGS) + ")")
     chosen = {m: fit[m] * batch[m] / train_images for m in TRAININGS}
-    epochs = min(chosen.values())
+    epochs = min(chosen["baseline"], chosen["tkd"])
     default_epochs = min(default_iterations[m] * batch[m] / train_images for m in TRAININGS)
+    per_model = (f"{epochs:.3g} epochs per model" if chosen["teacher"] <= epochs * 1.01 else
+                 f"{epochs:.3g} epochs per student, {chosen['teacher']:.3g} for the teacher")
     if all(fit[m] == default_iterations[m] for m in TRAININGS):
-        note = (f"the full schedule ({_iters(fit)}, {epochs:.3g} epochs) fits {flag} "
+        note = (f"the full schedule ({_iters(fit)}, {default_epochs:.3g} epochs) fits {flag} "
                 f"{fmt_seconds(budget)}")
     else:
-        note = (f"{flag} {fmt_seconds(budget)}: {epochs:.3g} epochs per model ({_iters(fit)}) "
+        note = (f"{flag} {fmt_seconds(budget)}: {per_model} ({_iters(fit)}) "
                 f"instead of {default_epochs:.3g} epochs ({_iters(default_iterations)}); LR steps and "
                 "warm-ups scaled with them")
         if epochs < 1:

@@ -112,6 +112,7 @@ class PipelineOptions:
     epochs: Optional[int] = None  # custom data: epochs of the derived schedule (default 12)
     budget: Optional[str] = None  # "45m", "2h", "1h30m": the whole run's wall time (budget.py)
     probe_iters: Optional[Sequence[int]] = None  # the plan's timing probe: (warm-up, timed) steps
+    teacher_epochs: float = 1.0  # --budget: the teacher trains this many times the students' epochs
 
     def resolved(self):
         """A copy with every default filled in (``--tiny`` scale, speed iterations, absolute
@@ -152,6 +153,9 @@ class PipelineOptions:
                                     TINY_PROBE_ITERS if self.tiny else DEFAULT_PROBE_ITERS)
         if self.budget is not None:
             parse_duration(self.budget)
+        if not self.teacher_epochs >= 1:
+            raise ConfigError(f"--teacher-epochs {self.teacher_epochs}: the teacher trains at least "
+                              "the students' epochs (>= 1)")
         output = self.output or os.path.join("output", f"pipeline_{self.dataset}_{self.detector}")
         return dataclasses.replace(self, opts=opts, redo=redo, max_iter=max_iter,
                                    speed_iters=speed_iters, probe_iters=probe_iters,

@@ -66,7 +66,7 @@ class Pipeline:
         plan, options = self.plan, self.options
         warmup, iters = options.probe_iters
         settings = {"train_opts": plan.train_opts, "configs": plan.configs, "budget": options.budget,
-                    "probe": [warmup, iters], "eval_opts": plan.eval_opts}
+                    "teacher_epochs": options.teacher_epochs, "probe": [warmup, iters], "eval_opts": plan.eval_opts}
         self.runner.execute(Job("plan", f"planning: {warmup} + {iters} timed training steps of "
                                 "each model and test inference", settings,
                                 compute=self.make_plan, record_result=True))
@@ -105,7 +105,8 @@ class Pipeline:
                                  batch={m: cfgs[m].SOLVER.IMS_PER_BATCH for m in TRAININGS},
                                  train_images=plan.train_images(), test_images=test_images,
                                  pictures=options.num_images, speed_iters=options.speed_iters,
-                                 spent=spent, min_iterations=1 if options.tiny else 100)
+                                 spent=spent, min_iterations=1 if options.tiny else 100,
+                                 teacher_epochs=options.teacher_epochs)
                 iterations, note = fit.iterations, fit.note
         planned = {"data": self.status.get("data").get("seconds") or 0.0,
                    "plan": timings.probe_seconds}
