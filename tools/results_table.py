@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""README's results table, computed from the results JSONs in benchmarks/results/.
+"""README's results table and BENCHMARKS' parts table, computed from the results JSONs in benchmarks/results/.
 
     python tools/results_table.py            # print the tables
     python tools/results_table.py --write    # put them between their markers in README.md and BENCHMARKS.md
@@ -8,8 +8,8 @@ Every cell is the mean AP50 over the runs of that model (``runs`` entries keyed 
 ``teacher@N``, ``baseline@N``, ``tkd@N``, ... of the named files), rounded once to one
 decimal; "runs" says how many. The goals: the TKD student at AP50 >= 70, >= 2 above the same
 student without KD, within 1 of its teacher. The parts table: each TKD part's student, run by
-run (seed order) and its mean, against the baseline and against CRD alone (tests/test_docs.py
-holds README equal to both, and BENCHMARKS.md's copy of the parts table equal to it).
+run (seed order) and its mean, against the baseline and against CRD alone. README.md holds the
+results table and BENCHMARKS.md the parts table; tests/test_docs.py holds every copy equal.
 """
 import argparse
 import json
