@@ -329,6 +329,36 @@ def test_student_narrower_than_teacher_gets_align_convs(tmp_path):
     assert incompatible.unexpected_keys and all(k.startswith("distill_") for k in incompatible.unexpected_keys)
 
 
+def test_teacher_side_projection_sends_the_whole_feature_signal_to_the_student(tmp_path):
+    from tkd_d2.modeling.distiller import teacher_projection
+
+    yaml = _yaml("retinanet")
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, ["MODEL.FPN.OUT_CHANNELS", 64])
+    model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, ["MODEL.FPN.OUT_CHANNELS", 32],
+                                       ["MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.FEATURE_ALIGN", "teacher"]))
+    # nothing trainable between the feature terms and the student's FPN; a fixed, seeded map
+    assert model.distill_feature_align is None
+    p = model.distill_teacher_projection
+    assert p.shape == (32, 64, 1, 1) and not p.requires_grad
+    assert torch.equal(p, teacher_projection(64, 32))
+    rows = p.reshape(32, 64)
+    assert torch.allclose(rows @ rows.t(), torch.eye(32) * 2.0, atol=1e-5)  # orthogonal rows, norm sqrt(64/32)
+    assert model.distill_drd.pixel_units.in_channels == 32  # DRD's graph runs at the width the terms meet
+    model.train()
+    with EventStorage():
+        losses = model(_batch())
+    feature = sum(v for k, v in losses.items() if k in FEATURE_TERMS)
+    assert feature > 0
+    feature.backward()
+    fpn = [q for n, q in model.student.backbone.named_parameters() if "fpn" in n and q.grad is not None]
+    assert fpn and sum(float(q.grad.abs().sum()) for q in fpn) > 0
+    # the checkpoint stays the plain student's (the projection is redrawn, not stored)
+    assert not any("teacher_projection" in k for k in model.state_dict())
+    with pytest.raises(ConfigError, match="FEATURE_ALIGN"):
+        build_model(_distiller_cfg(yaml, teacher_yaml, weights, ["MODEL.FPN.OUT_CHANNELS", 32],
+                                   ["MODEL.TKD.FEATURE_ALIGN", "both"]))
+
+
 DETECTION = ("loss_cls", "loss_box_reg")
 FEATURE_TERMS = sorted(k for k in KD_TERMS if k.startswith(("loss_ded", "loss_drd")))
 

@@ -121,6 +121,9 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.WARMUP_ITERS = 100  # iterations over which every KD weight ramps up from 0
     _C.MODEL.TKD.EVAL_TEACHER_FIRST = False  # evaluate the teacher on DATASETS.TEST before training
     _C.MODEL.TKD.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]  # FPN levels of DED and DRD
+    # where DED and DRD meet when the FPN widths differ: "student" (a trainable 1x1 conv to the
+    # teacher's width) or "teacher" (a fixed orthonormal projection to the student's width)
+    _C.MODEL.TKD.FEATURE_ALIGN = "student"
 
     # CRD, cross-response: student head features, renormalised to the teacher's statistics,
     # through the rest of the teacher's head

@@ -10,10 +10,12 @@ The distiller's ``state_dict`` is the student's, key for key, plus ``distill_*``
 training evaluates with the plain student config.
 """
 import logging
+import math
 from typing import Dict, List
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_model
@@ -41,6 +43,11 @@ STUDENT_PREFIX = "student."
 CRD_NORMALIZERS = ("running", "reference")
 # MODEL.TKD.CRD.IGNORED_ANCHORS: what CRD does with anchors the assigner ignores (label -1)
 CRD_IGNORED_ANCHORS = ("exclude", "include")
+# MODEL.TKD.FEATURE_ALIGN: where DED and DRD meet when the FPN widths differ. "student": a
+# trainable 1x1 conv takes the student's maps to the teacher's width (it learns part of what the
+# terms teach and is dropped after training); "teacher": a fixed orthonormal projection takes the
+# teacher's maps to the student's width, so the whole signal reaches the student's FPN
+FEATURE_ALIGNS = ("student", "teacher")
 
 
 @META_ARCH_REGISTRY.register()
@@ -63,6 +70,7 @@ class TKDDistiller(nn.Module):
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         balancer: LossBalancer = None,
+        feature_align: str = "student",
     ):
         """
         Args:
@@ -77,6 +85,7 @@ class TKDDistiller(nn.Module):
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
             crd_ignored_anchors: one of ``CRD_IGNORED_ANCHORS`` (MODEL.TKD.CRD.IGNORED_ANCHORS).
+            feature_align: one of ``FEATURE_ALIGNS`` (MODEL.TKD.FEATURE_ALIGN).
         """
         super().__init__()
         self.student = student
@@ -126,7 +135,15 @@ class TKDDistiller(nn.Module):
         self.strides = [s_shapes[f].stride for f in self.in_features]
         if [t_shapes[f].stride for f in self.in_features] != self.strides:
             raise ValueError("Student and teacher FPN levels have different strides")
-        self.distill_feature_align = nn.Conv2d(s_ch, t_ch, 1) if s_ch != t_ch else None
+        if feature_align not in FEATURE_ALIGNS:
+            raise ConfigError(f"MODEL.TKD.FEATURE_ALIGN={feature_align!r} is not one of {FEATURE_ALIGNS}")
+        self.distill_feature_align = None
+        self.feature_align = feature_align
+        if s_ch != t_ch and feature_align == "student":
+            self.distill_feature_align = nn.Conv2d(s_ch, t_ch, 1)
+        # not in the checkpoint: the same seeded draw every time
+        self.register_buffer("distill_teacher_projection", teacher_projection(t_ch, s_ch)
+                             if s_ch != t_ch and feature_align == "teacher" else None, persistent=False)
         s_head_ch = s_head.cls_score.in_channels
         t_head_ch = t_head.cls_score.in_channels
         if self.reused_head_index == 0:
@@ -155,6 +172,8 @@ class TKDDistiller(nn.Module):
             index = family.reused_head_index
         weights, balancer = kd_weights(tkd, family.has_centerness)
         t_channels = teacher.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
+        if tkd.FEATURE_ALIGN == "teacher":  # DRD's graph units run at the width where the terms meet
+            t_channels = student.backbone.output_shape()[tkd.IN_FEATURES[0]].channels
         ded = drd = None
         if any(weights[k] for k in ("loss_ded_fg", "loss_ded_bg", "loss_ded_ssim")):
             ded = DecoupledExpertLoss(
@@ -190,6 +209,7 @@ class TKDDistiller(nn.Module):
             "ded": ded,
             "drd": drd,
             "balancer": balancer,
+            "feature_align": tkd.FEATURE_ALIGN,
         }
 
     # ------------------------------------------------------------------ teacher handling
@@ -265,6 +285,8 @@ class TKDDistiller(nn.Module):
         t_level = [t_feature_dict[f] for f in self.in_features]
         if self.distill_feature_align is not None and (self.distill_ded or self.distill_drd):
             s_level = [self.distill_feature_align(x) for x in s_level]
+        if self.distill_teacher_projection is not None and (self.distill_ded or self.distill_drd):
+            t_level = [F.conv2d(x, self.distill_teacher_projection.to(x.dtype)) for x in t_level]
         if self.distill_ded is not None:
             terms = [t for t in ("fg", "bg", "ssim") if f"loss_ded_{t}" in active]
             if terms:
@@ -368,6 +390,15 @@ class TKDDistiller(nn.Module):
             f"(all terms: { {k: float(v) for k, v in losses.items()} }). Lower SOLVER.BASE_LR "
             "or the weight of the named term, or enable SOLVER.CLIP_GRADIENTS."
         )
+
+
+def teacher_projection(t_ch, s_ch, seed=0):
+    """A fixed (s_ch, t_ch, 1, 1) 1x1 conv weight with orthonormal rows scaled by
+    sqrt(t_ch / s_ch): it maps the teacher's t_ch channels onto s_ch, keeping a feature's norm
+    in expectation and the dot products between features approximately (a seeded draw)."""
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(t_ch, s_ch, generator=g))  # (t_ch, s_ch), orthonormal columns
+    return (q.t() * math.sqrt(t_ch / s_ch)).reshape(s_ch, t_ch, 1, 1).contiguous()
 
 
 def _strip_student_prefix(module, state_dict, prefix, local_metadata):
