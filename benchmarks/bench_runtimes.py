@@ -122,6 +122,12 @@ def variants_for(det, pair, shape, tmp, ort_threads, formats, student_opts=(), t
                 def exported(i, predictor=predictor):  # the image at the test scale already
                     return len(predictor.predict(images[i % len(images)], (h, w)))
                 variants[f"student {label}" + (f" t{threads}" if fmt == "onnx" else "")] = _timed(exported)
+                if fmt == "onnx" and tile and threads == ort_threads[0]:  # what batching the tiles gains
+                    single = load_predictor(str(out), tiles_per_batch=1, **({"threads": threads} if threads else {}))
+
+                    def one_tile(i, predictor=single):
+                        return len(predictor.predict(images[i % len(images)], (h, w)))
+                    variants[f"student {label} t{threads} one tile per call"] = _timed(one_tile)
             if fmt == "onnx" and openvino_available() and not tile:
                 variants["student openvino"] = openvino_variant(out, images, shape, ort_threads[0])
     return variants, info
@@ -146,7 +152,7 @@ def openvino_variant(export_dir, images, shape, threads):
 
     def run(i):
         image = images[i % len(images)]
-        boxes, scores, classes = compiled([image]).values()
+        boxes, scores, classes, _ = compiled([image[None]]).values()
         return len(rescale_boxes(boxes, scores, classes, image.shape[:2], shape)[0])
     return _timed(run)
 

@@ -120,6 +120,25 @@ def test_onnx_predictor_gives_the_eager_predictors_detections(exported):
 
 
 @pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
+def test_a_batch_through_the_graph_gives_each_images_own_detections(exported):
+    """The graph's batch axis (the predictor batches a large image's tiles): each image's
+    detections, picked by image_index, are that image's alone, cap per image included."""
+    cfg, _, onnx_dir = exported
+    onnx = OnnxPredictor(onnx_dir)
+    images = np.stack([im for im in test_images(cfg) if im.shape[:2] == (128, 128)][:3])
+    assert len(images) == 3
+    boxes, scores, classes, index = onnx.run_batch(images)
+    assert sorted(set(index.tolist())) == [0, 1, 2]
+    for i, image in enumerate(images):
+        one_boxes, one_scores, one_classes = onnx.run_resized(image)
+        mine = index == i
+        assert len(one_scores) >= 5 and mine.sum() == len(one_scores) <= cfg.TEST.DETECTIONS_PER_IMAGE
+        np.testing.assert_allclose(scores[mine], one_scores, atol=1e-5)
+        np.testing.assert_allclose(boxes[mine], one_boxes, atol=1e-3)
+        assert np.array_equal(classes[mine], one_classes)
+
+
+@pytest.mark.slow  # exports a detector (seconds to tens of seconds on 2 cores)
 def test_resize_for_inference_gives_the_eager_predictors_pixels(exported):
     """What the pipeline times the export on (resize_for_inference, no model built) is exactly the
     eager predictor's input, as the export's BGR uint8."""
@@ -202,7 +221,7 @@ def test_exported_ap_equals_eager_ap(exported, tmp_path):
 def test_deploy_json_describes_the_model(exported):
     cfg, _, onnx_dir = exported
     info = read_deploy_info(onnx_dir)
-    assert info["format"] == "onnx" and info["format_version"] == 1
+    assert info["format"] == "onnx" and info["format_version"] == 2
     assert info["meta_architecture"] == student_cfg(cfg).MODEL.META_ARCHITECTURE
     assert info["classes"] == ["crazing", "inclusion", "patches", "pitted_surface",
                                "rolled-in_scale", "scratches"]
@@ -210,8 +229,8 @@ def test_deploy_json_describes_the_model(exported):
                                        "max_size": 213}
     assert info["input"]["channels"] == "BGR" and info["input"]["dtype"] == "uint8"
     model = OnnxPredictor(onnx_dir).session
-    assert [i.name for i in model.get_inputs()] == ["image"]
-    assert [o.name for o in model.get_outputs()] == ["boxes", "scores", "classes"]
+    assert [i.name for i in model.get_inputs()] == ["images"]
+    assert [o.name for o in model.get_outputs()] == ["boxes", "scores", "classes", "image_index"]
     assert {"NonMaxSuppression", "TopK"} <= onnx_ops(info["model_path"])
 
 
@@ -279,7 +298,7 @@ def fake_export(folder):
     folder.mkdir(exist_ok=True)
     (folder / "model.onnx").write_bytes(b"")
     (folder / "deploy.json").write_text(json.dumps({
-        "format_version": 1, "format": "onnx", "model_file": "model.onnx", "classes": ["a"],
+        "format_version": 2, "format": "onnx", "model_file": "model.onnx", "classes": ["a"],
         "input": {"resize": {"min_size": 128, "max_size": 213}}}))
     return folder
 

@@ -17,7 +17,9 @@ exactly the untiled detections.
 """
 import numpy as np
 
-__all__ = ["tile_windows", "merge_tiled", "detect_tiled"]
+__all__ = ["TILES_PER_BATCH", "tile_windows", "merge_tiled", "detect_tiled"]
+
+TILES_PER_BATCH = 8  # tiles run through the model at once (eager and exported alike)
 
 
 def tile_windows(height, width, size, overlap):

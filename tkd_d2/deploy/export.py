@@ -69,8 +69,8 @@ def build_deployable(cfg, weights=None):
 
 
 def sample_input(cfg, sample_image=None):
-    """The uint8 (H, W, 3) BGR image the trace runs on: ``sample_image`` (a file) resized to the
-    test size, or a mid-grey image of the test size."""
+    """The uint8 (1, H, W, 3) BGR batch the trace runs on: ``sample_image`` (a file) resized to
+    the test size, or a mid-grey image of the test size."""
     min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
     if sample_image is None:
         side = min_size or 224
@@ -85,7 +85,7 @@ def sample_input(cfg, sample_image=None):
         new_h, new_w = resized_shape(*image.shape[:2], min_size, max_size)
         if (new_h, new_w) != image.shape[:2]:
             image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    return torch.from_numpy(np.ascontiguousarray(image))
+    return torch.from_numpy(np.ascontiguousarray(image))[None]
 
 
 def _trace_quietly(fn):
@@ -98,8 +98,9 @@ def _trace_quietly(fn):
 def _export_onnx(deployable, image, path):
     _trace_quietly(lambda: torch.onnx.export(
         deployable, (image,), path, input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-        dynamic_axes={"image": {0: "height", 1: "width"}, "boxes": {0: "detections"},
-                      "scores": {0: "detections"}, "classes": {0: "detections"}},
+        dynamic_axes={"images": {0: "batch", 1: "height", 2: "width"}, "boxes": {0: "detections"},
+                      "scores": {0: "detections"}, "classes": {0: "detections"},
+                      "image_index": {0: "detections"}},
         opset_version=ONNX_OPSET, dynamo=False, do_constant_folding=True))
 
 
@@ -135,7 +136,7 @@ def export_model(cfg, output_dir, fmt="onnx", weights=None, sample_image=None,
         "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
         "classes": classes,
         "input": {
-            "name": INPUT_NAMES[0], "dtype": "uint8", "layout": "HWC", "channels": "BGR",
+            "name": INPUT_NAMES[0], "dtype": "uint8", "layout": "NHWC", "channels": "BGR",
             "model_channels": cfg.INPUT.FORMAT,  # the graph reorders BGR to this itself
             "resize": {"rule": "ResizeShortestEdge", "min_size": int(cfg.INPUT.MIN_SIZE_TEST),
                        "max_size": int(cfg.INPUT.MAX_SIZE_TEST)},
@@ -144,7 +145,8 @@ def export_model(cfg, output_dir, fmt="onnx", weights=None, sample_image=None,
             "pixel_std": [float(v) for v in cfg.MODEL.PIXEL_STD],
         },
         "outputs": {"boxes": "float32 (N, 4) XYXY, resized-image pixels",
-                    "scores": "float32 (N,) descending", "classes": "int64 (N,)"},
+                    "scores": "float32 (N,) descending", "classes": "int64 (N,)",
+                    "image_index": "int64 (N,): the image of the batch"},
         "score_threshold": float(detector.test_score_thresh),
         "topk_candidates": int(detector.test_topk_candidates),
         "nms_threshold": float(detector.test_nms_thresh),

@@ -8,10 +8,12 @@ installed runs the model with ``from predictor import OnnxPredictor``. Where det
 come back as detectron2 ``Instances`` (Visualizer, evaluators work unchanged); otherwise as a
 :class:`Detections` of numpy arrays with the same field names.
 
-Export folder (``deploy.json``, format version 1)::
+Export folder (``deploy.json``, format version 2)::
 
-    model.onnx / model.ts   graph: uint8 (H, W, 3) BGR image → boxes (N, 4) float32 XYXY,
-                            scores (N,) float32, classes (N,) int64, in that image's pixels
+    model.onnx / model.ts   graph: uint8 (B, H, W, 3) BGR images of one size → boxes (N, 4)
+                            float32 XYXY, scores (N,) float32, classes (N,) int64 in their
+                            pixels, image_index (N,) int64 (which image); the predictor
+                            passes one image, or the tiles of one in batches
     deploy.json             classes, input rules (resize, channel order), thresholds, tiles
     predictor.py            this file
     tiling.py               tkd_d2/tiling.py: the tile windows and merge of TEST.TILE
@@ -29,17 +31,17 @@ import numpy as np
 
 try:  # inside the package: the project's error family; a copied predictor.py: a plain one
     from ..errors import TKDError as _ErrorBase
-    from ..tiling import detect_tiled, tile_windows
+    from ..tiling import TILES_PER_BATCH, detect_tiled, tile_windows
 except ImportError:  # pragma: no cover - only outside the package
     _ErrorBase = RuntimeError
-    from tiling import detect_tiled, tile_windows
+    from tiling import TILES_PER_BATCH, detect_tiled, tile_windows
 
 __all__ = [
     "DeployError", "OnnxPredictor", "TorchScriptPredictor", "Detections", "load_predictor",
     "read_deploy_info", "resized_shape", "FORMAT_VERSION", "DEPLOY_FILE", "MODEL_FILES",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the graph takes a batch (B, H, W, 3) and returns image_index
 DEPLOY_FILE = "deploy.json"
 MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.ts"}
 
@@ -126,8 +128,9 @@ class _ExportedPredictor:
 
     format = None
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, tiles_per_batch=TILES_PER_BATCH):
         self.model_dir = model_dir
+        self.tiles_per_batch = max(1, int(tiles_per_batch))  # a large image's tiles per graph call
         self.info = read_deploy_info(model_dir)
         if self.info.get("format") != self.format:
             raise DeployError(f"{model_dir} holds a {self.info.get('format')!r} export, not "
@@ -145,10 +148,16 @@ class _ExportedPredictor:
             except ValueError as e:
                 raise DeployError(f"{model_dir}/{DEPLOY_FILE} tile: {e}") from None
 
-    def run_resized(self, image):
-        """The graph on an already resized uint8 (H, W, 3) BGR image: boxes, scores, classes
-        in its pixels."""
+    def run_batch(self, images):
+        """The graph on already resized uint8 (B, H, W, 3) BGR images: boxes, scores, classes
+        in their pixels and each detection's image index."""
         raise NotImplementedError
+
+    def run_resized(self, image):
+        """The graph on one already resized uint8 (H, W, 3) BGR image: boxes, scores, classes
+        in its pixels."""
+        boxes, scores, classes, _ = self.run_batch(image[None])
+        return boxes, scores, classes
 
     def _check(self, image):
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
@@ -182,11 +191,16 @@ class _ExportedPredictor:
         if size <= 0:
             return self.run_resized(image)
 
-        def detect(windows):  # each tile's boxes clipped to it, as the eager model's postprocess does
+        def detect(windows):  # the tiles of an image have one size: batches of tiles_per_batch
             out = []
-            for x0, y0, x1, y1 in windows:
-                boxes, scores, classes = self.run_resized(np.ascontiguousarray(image[y0:y1, x0:x1]))
-                out.append(rescale_boxes(boxes, scores, classes, (y1 - y0, x1 - x0), (y1 - y0, x1 - x0)))
+            for start in range(0, len(windows), self.tiles_per_batch):
+                chunk = windows[start:start + self.tiles_per_batch]
+                tiles = np.stack([image[y0:y1, x0:x1] for x0, y0, x1, y1 in chunk])
+                boxes, scores, classes, index = self.run_batch(tiles)
+                for i in range(len(chunk)):  # each tile's boxes clipped to it, as the eager postprocess
+                    mine = index == i
+                    out.append(rescale_boxes(boxes[mine], scores[mine], classes[mine],
+                                             tiles.shape[1:3], tiles.shape[1:3]))
             return out
 
         return detect_tiled(image.shape[0], image.shape[1], size, int(self.tile["overlap"]), detect,
@@ -203,13 +217,15 @@ class OnnxPredictor(_ExportedPredictor):
 
     ``threads``: ONNX Runtime's intra-op threads (None: its default, all cores);
     ``optimization``: graph optimisation level "all", "extended", "basic" or "disable";
-    ``providers``: ONNX Runtime execution providers (default CPU).
+    ``providers``: ONNX Runtime execution providers (default CPU);
+    ``tiles_per_batch``: a tiled image's tiles per graph call.
     """
 
     format = "onnx"
 
-    def __init__(self, model_dir, threads=None, optimization="all", providers=None):
-        super().__init__(model_dir)
+    def __init__(self, model_dir, threads=None, optimization="all", providers=None,
+                 tiles_per_batch=TILES_PER_BATCH):
+        super().__init__(model_dir, tiles_per_batch)
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -233,9 +249,8 @@ class OnnxPredictor(_ExportedPredictor):
             raise DeployError(f"ONNX Runtime cannot load {self.info['model_path']}: {e}") from e
         self.input_name = self.session.get_inputs()[0].name
 
-    def run_resized(self, image):
-        boxes, scores, classes = self.session.run(None, {self.input_name: image})
-        return boxes, scores, classes
+    def run_batch(self, images):
+        return tuple(self.session.run(None, {self.input_name: images}))
 
 
 class TorchScriptPredictor(_ExportedPredictor):
@@ -243,20 +258,19 @@ class TorchScriptPredictor(_ExportedPredictor):
 
     format = "torchscript"
 
-    def __init__(self, model_dir, threads=None):
-        super().__init__(model_dir)
+    def __init__(self, model_dir, threads=None, tiles_per_batch=TILES_PER_BATCH):
+        super().__init__(model_dir, tiles_per_batch)
         import torch
 
         if threads:
             torch.set_num_threads(int(threads))
         self.module = torch.jit.load(self.info["model_path"], map_location="cpu").eval()
 
-    def run_resized(self, image):
+    def run_batch(self, images):
         import torch
 
         with torch.no_grad():
-            boxes, scores, classes = self.module(torch.from_numpy(image))
-        return boxes.numpy(), scores.numpy(), classes.numpy()
+            return tuple(t.numpy() for t in self.module(torch.from_numpy(images)))
 
 
 def load_predictor(model_dir, **kwargs):

@@ -8,7 +8,7 @@ from detectron2.structures import Boxes, Instances
 from torch import nn
 
 from ..errors import ConfigError
-from ..tiling import detect_tiled, tile_windows
+from ..tiling import TILES_PER_BATCH, detect_tiled, tile_windows
 
 __all__ = ["TiledDetector", "tiled"]
 
@@ -23,7 +23,7 @@ class TiledDetector(nn.Module):
     """
 
     def __init__(self, detector, size, overlap, iou_thresh=0.5, containment_thresh=0.7,
-                 max_detections=100, tiles_per_batch=8):
+                 max_detections=100, tiles_per_batch=TILES_PER_BATCH):
         super().__init__()
         tile_windows(size, size, size, overlap)  # checks size and overlap
         self.detector = detector
