@@ -124,10 +124,8 @@ def variants_for(det, pair, shape, tmp, ort_threads, formats, student_opts=(), t
                 variants[f"student {label}" + (f" t{threads}" if fmt == "onnx" else "")] = _timed(exported)
                 if fmt == "onnx" and tile and threads == ort_threads[0]:  # what batching the tiles gains
                     single = load_predictor(str(out), tiles_per_batch=1, **({"threads": threads} if threads else {}))
-
-                    def one_tile(i, predictor=single):
-                        return len(predictor.predict(images[i % len(images)], (h, w)))
-                    variants[f"student {label} t{threads} one tile per call"] = _timed(one_tile)
+                    variants[f"student {label} t{threads} one tile per call"] = _timed(
+                        lambda i, single=single: exported(i, single))
             if fmt == "onnx" and openvino_available() and not tile:
                 variants["student openvino"] = openvino_variant(out, images, shape, ort_threads[0])
     return variants, info

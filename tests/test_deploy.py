@@ -309,6 +309,11 @@ def test_missing_onnxruntime_is_an_error(tmp_path, monkeypatch):
         OnnxPredictor(str(fake_export(tmp_path / "export")))
 
 
+def test_tiles_per_batch_below_one_is_an_error(tmp_path):
+    with pytest.raises(DeployError, match="tiles_per_batch 0"):
+        OnnxPredictor(str(fake_export(tmp_path / "export")), tiles_per_batch=0)
+
+
 def test_export_of_another_format_version_is_an_error(tmp_path):
     import json
 

@@ -45,8 +45,9 @@ def _top_k(scores, k):
 
 class DeployableDetector(nn.Module):
     """(B, H, W, 3) images → ``(boxes, scores, classes, image_index)``, as the wrapped
-    detector's inference computes them for each image (see the module docstring). ``detector``: a RetinaNet or FCOSDetector, not modified;
-    ``input_format``: the channel order it was trained on (``cfg.INPUT.FORMAT``)."""
+    detector's inference computes them for each image (see the module docstring).
+    ``detector``: a RetinaNet or FCOSDetector, not modified; ``input_format``: the channel
+    order it was trained on (``cfg.INPUT.FORMAT``)."""
 
     def __init__(self, detector, input_format="BGR"):
         super().__init__()

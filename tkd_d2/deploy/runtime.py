@@ -130,7 +130,9 @@ class _ExportedPredictor:
 
     def __init__(self, model_dir, tiles_per_batch=TILES_PER_BATCH):
         self.model_dir = model_dir
-        self.tiles_per_batch = max(1, int(tiles_per_batch))  # a large image's tiles per graph call
+        if int(tiles_per_batch) < 1:
+            raise DeployError(f"tiles_per_batch {tiles_per_batch!r}: must be at least 1")
+        self.tiles_per_batch = int(tiles_per_batch)  # a large image's tiles per graph call
         self.info = read_deploy_info(model_dir)
         if self.info.get("format") != self.format:
             raise DeployError(f"{model_dir} holds a {self.info.get('format')!r} export, not "
