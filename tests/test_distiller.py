@@ -421,6 +421,50 @@ def test_per_term_balance_gives_each_term_its_share_then_keeps_its_scales(tmp_pa
         assert again[name] == pytest.approx(second[name], rel=1e-5), name
 
 
+def _fpn_gradient_norms(model, iteration):
+    """One seeded step's detection loss and KD terms → their gradient norms on the student's FPN."""
+    from tkd_d2.distill.balance import gradient_norms
+
+    maps = {}
+    handle = model.student.backbone.register_forward_hook(lambda m, i, out: maps.update(out))
+    torch.manual_seed(0)
+    with EventStorage(start_iter=iteration):
+        losses = model(_batch())
+    handle.remove()
+    terms = {k: v for k, v in losses.items() if k in KD_TERMS}
+    detection = sum(v for k, v in losses.items() if k not in KD_TERMS)
+    return {k: float(v) for k, v in gradient_norms({"detection": detection, **terms}, maps.values()).items()}
+
+
+def test_gradient_balance_gives_each_term_its_share_of_the_detection_gradient_on_the_fpn(tmp_path):
+    shares = {"loss_crd_cls": 0.3, "loss_crd_box": 0.6, "loss_ded_fg": 0.05, "loss_ded_bg": 0.02,
+              "loss_ded_ssim": 0.01, "loss_drd_instance": 0.04, "loss_drd_pixel": 0.03}
+    keys = [f"MODEL.TKD.BALANCE.{k[5:].upper()}" for k in shares]
+    extra = ["MODEL.TKD.BALANCE.ENABLED", True, "MODEL.TKD.BALANCE.MEASURE", "fpn_gradient",
+             "MODEL.TKD.CALIBRATE_ITERS", 1, "MODEL.TKD.CRD.NORMALIZER", "reference",
+             "MODEL.TKD.DRD.GRAPH_MODE", "fixed", *sum(zip(keys, shares.values()), ())]
+    model = _balanced_model(tmp_path, extra)
+    # the window's step, seen from a copy: the detection loss's pull on the FPN it calibrates on
+    detection = _fpn_gradient_norms(copy.deepcopy(model), 0)["detection"]
+    assert detection > 0
+    _steps(model, (0,))  # the window: the terms observed (their gradient norms), not trained on
+    assert model.distill_balance.calibrated
+    after = _fpn_gradient_norms(model, 1)  # the same batch and student: each term pulls its share
+    for name, share in shares.items():
+        assert after[name] == pytest.approx(share * detection, rel=1e-4), name
+    # the scales differ from the loss-value balance's on the same step
+    by_value = _balanced_model(tmp_path, [x for x in extra if x not in ("MODEL.TKD.BALANCE.MEASURE", "fpn_gradient")])
+    by_value.load_state_dict(model.state_dict(), strict=False)
+    by_value.distill_balance.sums.zero_()
+    _steps(by_value, (0,))
+    assert not torch.allclose(by_value.distill_balance.scales, model.distill_balance.scales, rtol=1e-2)
+
+
+def test_an_unknown_balance_measure_is_an_error_naming_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="MODEL.TKD.BALANCE.MEASURE='grad'"):
+        _balanced_model(tmp_path, ["MODEL.TKD.BALANCE.MEASURE", "grad"])
+
+
 def test_joint_balance_sets_the_feature_terms_to_a_fraction_of_the_detection_loss(tmp_path):
     # the same batch gives the same terms: the same GloRe units, the batch's CRD divisor
     fixed_units = ["MODEL.TKD.DRD.GRAPH_MODE", "fixed", "MODEL.TKD.CRD.NORMALIZER", "reference"]

@@ -194,6 +194,9 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.BALANCE.DED_SSIM = 0.03
     _C.MODEL.TKD.BALANCE.DRD_INSTANCE = 0.03
     _C.MODEL.TKD.BALANCE.DRD_PIXEL = 0.03
+    # what a share is of: "loss" (the detection loss) or "fpn_gradient" (the norm of its gradient
+    # on the student's FPN maps; each term's gradient norm there is set to its share of it)
+    _C.MODEL.TKD.BALANCE.MEASURE = "loss"
     # BALANCE.ENABLED False: > 0 scales DED + DRD together to this share of the detection loss
     _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
     _C.MODEL.TKD.CALIBRATE_ITERS = 10

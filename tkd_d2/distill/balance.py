@@ -11,13 +11,19 @@ or float noise, as when the student already is the teacher) keeps scale 1: scali
 up to a share would train on it.
 
 "Per term" balancing is one group per term; "joint" balancing one group of several terms.
+What is observed is the caller's choice: the terms' values (a share of the detection loss), or
+their gradient norms on some maps (``gradient_norms``: a share of the detection loss's pull).
 """
 from typing import Dict, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LossBalancer"]
+__all__ = ["LossBalancer", "gradient_norms", "BALANCE_MEASURES"]
+
+# MODEL.TKD.BALANCE.MEASURE: what a share is of. "loss": the detection loss's value; "fpn_gradient":
+# the norm of the detection loss's gradient on the student's FPN maps
+BALANCE_MEASURES = ("loss", "fpn_gradient")
 
 
 class LossBalancer(nn.Module):
@@ -94,3 +100,22 @@ class LossBalancer(nn.Module):
             f"{g}: {ratios[g]:.3g}x -> x{float(self.scales[i]):.3g} = {self.targets[g]:.3g}x"
             if ratios[g] > self.min_ratio else f"{g}: {ratios[g]:.3g}x (negligible), scale 1"
             for i, g in enumerate(self.groups))
+
+
+def gradient_norms(losses: Mapping[str, Tensor], inputs: Sequence[Tensor]) -> Dict[str, Tensor]:
+    """Loss name → the norm (float64, detached) of its gradient on ``inputs`` taken together.
+
+    One ``torch.autograd.grad`` per loss with the graph kept, so the training step's own
+    backward still runs afterwards; only the inputs' gradients are computed (no parameter's
+    ``.grad`` is touched). A loss that does not reach the inputs has norm 0."""
+    inputs = list(inputs)
+    out = {}
+    for name, value in losses.items():
+        if not value.requires_grad:
+            out[name] = torch.zeros((), dtype=torch.float64, device=value.device)
+            continue
+        grads = torch.autograd.grad(value, inputs, retain_graph=True, allow_unused=True)
+        squares = [g.detach().double().square().sum() for g in grads if g is not None]
+        out[name] = torch.stack(squares).sum().sqrt() if squares else \
+            torch.zeros((), dtype=torch.float64, device=value.device)
+    return out

@@ -23,7 +23,7 @@ from detectron2.structures import Boxes
 from detectron2.utils.events import get_event_storage
 
 from ..config import student_cfg as to_student_cfg
-from ..distill.balance import LossBalancer
+from ..distill.balance import BALANCE_MEASURES, LossBalancer, gradient_norms
 from ..distill.crd import CRD_BOX_LOSSES, crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
@@ -70,6 +70,7 @@ class TKDDistiller(nn.Module):
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         balancer: LossBalancer = None,
+        balance_measure: str = "loss",
         feature_align: str = "student",
     ):
         """
@@ -82,6 +83,8 @@ class TKDDistiller(nn.Module):
             warmup_iters: KD weights ramp linearly from 0 over this many iterations.
             balancer: scales the weighted KD terms to shares of the detection loss,
                 calibrated over its first steps (MODEL.TKD.BALANCE / CALIBRATE_FRACTION).
+            balance_measure: one of ``BALANCE_MEASURES`` (MODEL.TKD.BALANCE.MEASURE): the balancer
+                observes the terms' values, or their gradient norms on the student's FPN maps.
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
             crd_ignored_anchors: one of ``CRD_IGNORED_ANCHORS`` (MODEL.TKD.CRD.IGNORED_ANCHORS).
@@ -116,6 +119,9 @@ class TKDDistiller(nn.Module):
         self._iter = 0
         # its sums and scales are buffers: the checkpoint keeps the calibration for a resume
         self.distill_balance = balancer
+        if balance_measure not in BALANCE_MEASURES:
+            raise ConfigError(f"MODEL.TKD.BALANCE.MEASURE={balance_measure!r} is not one of {BALANCE_MEASURES}")
+        self.balance_measure = balance_measure
 
         s_head, t_head = student.head, teacher.head
         num_convs = len(split_tower(s_head.cls_subnet).pre)
@@ -209,6 +215,7 @@ class TKDDistiller(nn.Module):
             "ded": ded,
             "drd": drd,
             "balancer": balancer,
+            "balance_measure": tkd.BALANCE.MEASURE,
             "feature_align": tkd.FEATURE_ALIGN,
         }
 
@@ -261,7 +268,6 @@ class TKDDistiller(nn.Module):
         s_head = run_head(student.head, *self._s_blocks, s_feats, self.reused_head_index)
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
-        detection = sum(v.detach() for v in losses.values())  # the student's own losses
 
         active = {k for k, v in self.weights.items() if v}
         need_crd = any(k.startswith("loss_crd") for k in active)
@@ -302,15 +308,27 @@ class TKDDistiller(nn.Module):
         # while the balance calibrates, the terms are only observed: unscaled, a feature term can be
         # 1e5 x the detection loss, and even one such step wrecks the student's FPN
         observing = balancer is not None and bool(kd) and not balancer.calibrated
-        if observing and balancer.observe({k: v * self.weights[k] for k, v in kd.items()}, detection):
-            logger.info("KD balance over %d iterations, KD observed, not trained on (each term at full weight "
-                        "as a multiple of the detection loss -> its scale = its share): %s",
-                        balancer.iters, balancer.summary())
+        if observing and balancer.observe(*self._balance_observation(kd, losses, s_feats, s_feature_dict)):
+            what = "gradient norm on the student's FPN" if self.balance_measure == "fpn_gradient" else "value"
+            logger.info("KD balance over %d iterations, KD observed, not trained on (each term's %s at full "
+                        "weight as a multiple of the detection loss's -> its scale = its share): %s",
+                        balancer.iters, what, balancer.summary())
         factor = 0.0 if observing else self.warmup_factor
         scale = balancer.scale_of if balancer is not None else (lambda name: 1.0)
         losses.update({k: v * (self.weights[k] * factor * scale(k)) for k, v in kd.items()})
         self._check_finite(losses)
         return losses
+
+    def _balance_observation(self, kd, detection_losses, s_feats, s_feature_dict):
+        """What the balancer observes this step: ``(term → measure, detection's measure)``."""
+        terms = {k: v * self.weights[k] for k, v in kd.items()}
+        detection = sum(detection_losses.values())
+        if self.balance_measure == "loss":
+            return {k: v.detach() for k, v in terms.items()}, detection.detach()
+        # every map a term reaches the student through: the head's levels and the feature terms'
+        maps = list({id(x): x for x in [*s_feats, *(s_feature_dict[f] for f in self.in_features)]}.values())
+        norms = gradient_norms({"": detection, **terms}, maps)
+        return norms, norms.pop("")
 
     def _crd_losses(self, s_feats, s_head, t_head, gt_instances, active):
         """The unweighted CRD terms named in ``active``."""
