@@ -62,7 +62,7 @@ _BUILTIN_VOC = {
     "neu_det": ("NEU-DET", NEU_DET_CLASSES),
     "gc10_det": ("GC10-DET", GC10_DET_CLASSES),
 }
-# Same defaults as DATASETS.SYNTHETIC.* in tkd_d2/config.py.
+# Same defaults as DATASETS.SYNTHETIC.* in tkd_d2/config/keys.py.
 _SYNTHETIC_DEFAULTS = {"num_train": 240, "num_test": 60, "image_size": 200, "seed": 0, "defect_size": 0}
 
 
