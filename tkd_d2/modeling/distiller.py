@@ -30,6 +30,7 @@ from ..distill.drd import DualRelationLoss
 from ..errors import ConfigError, KDLossError
 from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
+from .anchor_check import check_same_anchors
 from .kd_weights import kd_weights
 from .teacher import build_teacher
 
@@ -131,7 +132,7 @@ class TKDDistiller(nn.Module):
             )
         if num_convs != len(split_tower(t_head.cls_subnet).pre):
             raise ValueError("CRD needs student and teacher heads with the same number of convs")
-        _check_same_anchors(student.anchor_generator, teacher.anchor_generator, self.family)
+        check_same_anchors(student.anchor_generator, teacher.anchor_generator, self.family)
         self._s_blocks = (split_tower(s_head.cls_subnet), split_tower(s_head.bbox_subnet))
         self._t_blocks = (split_tower(t_head.cls_subnet), split_tower(t_head.bbox_subnet))
 
@@ -171,7 +172,7 @@ class TKDDistiller(nn.Module):
         student = build_model(to_student_cfg(cfg))
         teacher, teacher_cfg, info = build_teacher(cfg)
         # before the distiller's own check: here the message can quote both configs' keys
-        _check_same_anchors(student.anchor_generator, teacher.anchor_generator, family,
+        check_same_anchors(student.anchor_generator, teacher.anchor_generator, family,
                             configs=(cfg, teacher_cfg, info["config"]))
         index = tkd.CRD.REUSED_HEAD_INDEX
         if index < 0:
@@ -439,12 +440,6 @@ def _add_student_prefix(state_dict, prefix, local_metadata, strict, missing_keys
         state_dict[prefix + STUDENT_PREFIX + rest] = state_dict.pop(key)
 
 
-def _cell_anchor_sizes(generator):
-    """Per level, the (width, height) of each cell anchor, rounded for messages."""
-    return [[(round(float(x2 - x1), 2), round(float(y2 - y1), 2)) for x1, y1, x2, y2 in cells.tolist()]
-            for cells in generator.cell_anchors]
-
-
 def _family_of_module(detector):
     """The family of a detector module (its class or a base class is the meta-architecture)."""
     for cls in type(detector).__mro__:
@@ -453,54 +448,3 @@ def _family_of_module(detector):
         except ConfigError:
             continue
     return family_of(type(detector).__name__, "the student's class")  # raises, naming it
-
-
-def _anchor_keys(cfg):
-    gen = cfg.MODEL.ANCHOR_GENERATOR
-    return {k: gen[k] for k in ("SIZES", "ASPECT_RATIOS", "OFFSET")}
-
-
-def _check_same_anchors(student_anchors, teacher_anchors, family, configs=None):
-    """CRD decodes the teacher's box predictions on the student's anchors: they must be the
-    teacher's own anchors too (same strides, offset, sizes and aspect ratios). ``configs``:
-    (student cfg, teacher cfg, teacher config path), to quote their keys in the error."""
-    s_strides, t_strides = list(student_anchors.strides), list(teacher_anchors.strides)
-    node = family.config_node
-    if configs is not None and family.anchors_from_config:
-        s_cfg, t_cfg, t_path = configs
-        s_keys, t_keys = _anchor_keys(s_cfg), _anchor_keys(t_cfg)
-    else:
-        s_keys = t_keys = None
-    if s_strides != t_strides:
-        raise ConfigError(
-            f"Teacher and student anchors have different strides: student {s_strides}, teacher "
-            f"{t_strides} (the head's levels, MODEL.{node}.IN_FEATURES, and the backbones' strides): "
-            "CRD decodes the teacher's boxes on the student's anchors; give both the same levels"
-        )
-    s_cells, t_cells = list(student_anchors.cell_anchors), list(teacher_anchors.cell_anchors)
-    same = len(s_cells) == len(t_cells) and all(
-        a.shape == b.shape and torch.allclose(a.cpu(), b.cpu()) for a, b in zip(s_cells, t_cells))
-    same_offset = float(student_anchors.offset) == float(teacher_anchors.offset)
-    if s_keys is not None and not (same and same_offset):
-        differ = [k for k in s_keys if s_keys[k] != t_keys[k]] or list(s_keys)
-        raise ConfigError(
-            "Teacher and student anchors differ: " + "; ".join(
-                f"MODEL.ANCHOR_GENERATOR.{k} is {s_keys[k]} for the student but {t_keys[k]} for "
-                f"the teacher ({t_path})" for k in differ)
-            + ". CRD decodes the teacher's boxes on the student's anchors: train the teacher "
-            "with the student's anchors (or set the student's to the teacher's)"
-        )
-    if not same_offset:
-        raise ConfigError(
-            f"Teacher and student anchors have different MODEL.ANCHOR_GENERATOR.OFFSET: student "
-            f"{student_anchors.offset}, teacher {teacher_anchors.offset}: CRD decodes the teacher's "
-            "boxes on the student's anchors; set the same offset in both configs"
-        )
-    if not same:
-        keys = "MODEL.ANCHOR_GENERATOR.SIZES / ASPECT_RATIOS" if family.anchors_from_config else \
-            f"the head's strides (MODEL.{node}.IN_FEATURES)"
-        raise ConfigError(
-            f"Teacher and student anchors differ ({keys}): anchor (width, height) per level, student "
-            f"{_cell_anchor_sizes(student_anchors)}, teacher {_cell_anchor_sizes(teacher_anchors)}: "
-            "CRD decodes the teacher's boxes on the student's anchors; give both the same anchors"
-        )
