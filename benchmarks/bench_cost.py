@@ -27,7 +27,8 @@ from common import (add_results_dir_argument, fake_batch, load_cfg, machine, med
 PARTS = ("crd", "ded", "drd")
 
 
-LAYOUTS = {"nchw": "False", "nhwc": "True"}  # MODEL.CHANNELS_LAST
+# MODEL.CHANNELS_LAST, MODEL.HEAD_CHANNELS_LAST
+LAYOUTS = {"nchw": ("False", "True"), "nhwc": ("True", "True"), "nhwc_backbone": ("True", "False")}
 
 
 def _configs(detector, backbones="resnet"):
@@ -60,7 +61,7 @@ def build_variants(args, tmp, only=None):
     builders = {}
     for layout in args.layouts:
         suffix = f"_{layout}" if len(args.layouts) > 1 else ""
-        opts = ["MODEL.CHANNELS_LAST", LAYOUTS[layout]]
+        opts = ["MODEL.CHANNELS_LAST", LAYOUTS[layout][0], "MODEL.HEAD_CHANNELS_LAST", LAYOUTS[layout][1]]
 
         def distiller(keep, opts=opts):  # a part left out of MODEL.TKD.PARTS is not computed
             return built(tkd_yaml, common + opts + ["MODEL.TKD.PARTS", json.dumps(list(keep))])
@@ -161,7 +162,8 @@ def main():
     p.add_argument("--backbones", choices=["resnet", "lite"], default="resnet",
                    help="R-50 -> R-18 (NEU-DET configs) or Lite2 -> Lite0 (synthetic configs)")
     p.add_argument("--layouts", nargs="+", choices=sorted(LAYOUTS), default=["nhwc"],
-                   help="memory layouts to time (MODEL.CHANNELS_LAST False / True); two: "
+                   help="memory layouts to time (nchw: MODEL.CHANNELS_LAST False; nhwc: True; nhwc_backbone: and "
+                        "MODEL.HEAD_CHANNELS_LAST False); two: "
                         "interleaved, with the speed-up of the second")
     p.add_argument("--no-parts", dest="parts", action="store_false",
                    help="skip the CRD-, DED- and DRD-only distillers")

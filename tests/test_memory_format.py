@@ -71,3 +71,30 @@ def test_channels_last_distiller_step_equals_the_default_layout(tmp_path):
     # the teacher follows the student into channels-last memory
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in _conv_weights(nhwc.teacher))
     _assert_same_step(plain, nhwc)
+
+
+def _is_nhwc(w):
+    return w.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("family", ["retinanet", "fcos"])
+def test_backbone_only_channels_last_step_equals_the_default_layout(family):
+    cfg = _cfg(f"configs/Synthetic/{family}_Lite0_FPN.yaml", LITE + ["MODEL.HEAD_CHANNELS_LAST", "False"])
+    plain, mixed = _pair(cfg)
+    assert all(_is_nhwc(w) for w in _conv_weights(mixed.backbone))
+    assert not any(_is_nhwc(w) for w in _conv_weights(mixed.head))
+    # the head is handed NCHW maps, so it computes in NCHW
+    outputs = mixed.backbone(torch.rand(2, 3, 128, 128))
+    assert all(x.is_contiguous() for x in outputs.values())
+    _assert_same_step(plain, mixed)
+
+
+def test_backbone_only_channels_last_distiller_keeps_both_heads_nchw(tmp_path):
+    weights, teacher_yaml = _teacher_file(tmp_path, "configs/Synthetic/retinanet_Lite2_FPN.yaml", LITE)
+    cfg = _distiller_cfg("configs/Synthetic/retinanet_Lite0_FPN.yaml", teacher_yaml, weights,
+                         LITE + ["MODEL.HEAD_CHANNELS_LAST", "False"])
+    plain, mixed = _pair(cfg)
+    for detector in (mixed.student, mixed.teacher):
+        assert all(_is_nhwc(w) for w in _conv_weights(detector.backbone))
+        assert not any(_is_nhwc(w) for w in _conv_weights(detector.head))
+    _assert_same_step(plain, mixed)

@@ -36,6 +36,8 @@ def add_tkd_config(cfg):
 
     # ---------------------------------------------------------------- backbone
     _C.MODEL.CHANNELS_LAST = True  # channels-last conv weights and activations: same values, faster
+    # with CHANNELS_LAST, False keeps what follows the backbone (heads, KD modules) in NCHW
+    _C.MODEL.HEAD_CHANNELS_LAST = True
     _C.MODEL.FPN.TOP_LEVELS_IN_FEATURE = "res5"  # P6/P7 input: a backbone output ("res5", "stage5") or "p5"
     # EfficientNet-Lite (BACKBONE.NAME "build_efficientnet_lite_fpn_backbone"; configs/Base-Lite-FPN.yaml)
     _C.MODEL.EFFICIENTNET = CN()
