@@ -28,9 +28,9 @@ from ..distill.crd import CRD_BOX_LOSSES, crd_box_loss, crd_centerness_loss, crd
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
 from ..errors import ConfigError, KDLossError
+from .anchor_check import check_same_anchors
 from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
-from .anchor_check import check_same_anchors
 from .kd_weights import kd_weights
 from .teacher import build_teacher
 
@@ -173,7 +173,7 @@ class TKDDistiller(nn.Module):
         teacher, teacher_cfg, info = build_teacher(cfg)
         # before the distiller's own check: here the message can quote both configs' keys
         check_same_anchors(student.anchor_generator, teacher.anchor_generator, family,
-                            configs=(cfg, teacher_cfg, info["config"]))
+                           configs=(cfg, teacher_cfg, info["config"]))
         index = tkd.CRD.REUSED_HEAD_INDEX
         if index < 0:
             index = family.reused_head_index
