@@ -8,11 +8,13 @@ Every cell is the mean AP50 over the runs of that model (``runs`` entries keyed 
 ``teacher@N``, ``baseline@N``, ``tkd@N``, ... of the named files), rounded once to one
 decimal; "runs" says how many. The goals: the TKD student at AP50 >= 70, >= 2 above the same
 student without KD, within 1 of its teacher. The parts table: each TKD part's student, run by
-run (seed order) and its mean, against the baseline and against CRD alone. README.md holds the
+run (seed order) and its mean, against the baseline and against CRD alone, then the seed spread
+(how many runs a difference of 1 or 0.5 AP50 needs to show). README.md holds the
 results table and BENCHMARKS.md the parts table; tests/test_docs.py holds every copy equal.
 """
 import argparse
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -115,7 +117,31 @@ def parts_table(results_dir=RESULTS):
             lines.append(f"| {setting} | {label} | " + ", ".join(f"{v:.1f}" for v in values)
                          + f" | {mean[label]:.1f} | " + " | ".join(diff) + f" | {ap:.1f} |")
             setting = ""  # once per block
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + seed_spread(results_dir)
+
+
+# settings run with two or more seeds at the NEU-DET FCOS long schedule: (label, sources)
+SPREAD_SOURCES = [
+    ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
+    ("teacher", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "teacher")]),
+    ("TKD, fixed weights", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "tkd")]),
+    ("TKD, the 70.4 teacher", [(_FCOS_LONG_70, "tkd")]),
+]
+
+
+def seed_spread(results_dir=RESULTS):
+    """One line: the run-to-run standard deviation of AP50 pooled over the NEU-DET FCOS long
+    settings with several seeds, and the seeds per arm a difference of 1 and 0.5 AP50 needs to
+    stand two standard errors clear (n = 2 (2 sd / d)^2)."""
+    groups = {label: runs_of(sources, results_dir) for label, sources in SPREAD_SOURCES}
+    groups = {k: v for k, v in groups.items() if len(v) >= 2}
+    dof = sum(len(v) - 1 for v in groups.values())
+    sd = (sum(statistics.variance(v) * (len(v) - 1) for v in groups.values()) / dof) ** 0.5
+    need = {d: math.ceil(2 * (2 * sd / d) ** 2) for d in (1.0, 0.5)}
+    return (f"Seed spread at the NEU-DET FCOS long schedule, pooled over {len(groups)} settings with two or more "
+            f"runs ({'; '.join(groups)}): sd {sd:.1f} AP50 per run, so a 1 AP50 difference between two "
+            f"students needs about {need[1.0]} runs of each, and 0.5 AP50 about {need[0.5]}, to stand two "
+            "standard errors clear.")
 
 
 def table(results_dir=RESULTS):
