@@ -70,7 +70,8 @@ PARTS_ROWS = [
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG_70, "crd")]), ("CRD + DED", [(_FCOS_LONG_70, "crd_ded")]),
-        ("CRD + DRD", [(_FCOS_LONG_70, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG_70, "tkd")])]),
+        ("CRD + DRD", [(_FCOS_LONG_70, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG_70, "tkd")]),
+        ("TKD, FPN-gradient shares, DRD at DED's pull", [("accuracy_neu_det_fcos_Lite2_Lite0_long200_gradient_balance", "tkd")])]),
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the 72.1 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG, "crd")]), ("CRD + DED", [(_FCOS_LONG, "crd_ded")]),
