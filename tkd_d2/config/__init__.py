@@ -19,7 +19,7 @@ from detectron2.config import get_cfg
 
 from ..data import assert_datasets_registered, register_from_cfg
 from ..errors import ConfigError
-from .files import yaml_setting
+from .files import yaml_keys, yaml_setting
 from .keys import DEFAULT_TKD_PARTS, DISTILLER, TKD_PARTS, TKD_PRESETS, add_tkd_config, is_distiller_config, student_cfg
 from .presets import apply_preset, preset_values
 from .schedule import apply_epoch_schedule, epoch_iterations, scale_schedule, schedule_of, schedule_overrides
@@ -50,18 +50,10 @@ PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE_CONFIGS = os.path.join(PACKAGE_DIR, "configs")
 
 
-def _all_keys(node, prefix=""):
-    for k, v in node.items():
-        if hasattr(v, "items"):
-            yield from _all_keys(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}"
-
-
 def _explain_key_error(cfg, err, source):
     text = str(err.args[0]) if err.args else str(err)
     key = text.split(":", 1)[-1].strip() if "Non-existent" in text else text
-    hint = difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+    hint = difflib.get_close_matches(key, sorted(yaml_keys(cfg)), n=3, cutoff=0.6)
     hint = f" Did you mean {', '.join(hint)}?" if hint else ""
     return ConfigError(
         f"Config key {key} (from {source}) does not exist.{hint} The project's keys are listed, "
@@ -97,6 +89,8 @@ def _merge_opts(cfg, opts):
         raise ConfigError(f"Command-line overrides must be KEY VALUE pairs: {e}") from None
     except ValueError as e:
         raise ConfigError(f"Command-line overrides {list(opts)}: {e}") from None
+
+
 def resolve_config_reference(value, naming_file=None):
     """An absolute path for a config file that a config names (e.g. the teacher's).
 

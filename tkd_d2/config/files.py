@@ -32,6 +32,7 @@ def yaml_setting(config_file, keys):
 
 
 def yaml_keys(node, prefix=""):
+    """The dotted leaf keys of a nested dict (a raw yaml, or a CfgNode)."""
     if not isinstance(node, dict):
         return {prefix[:-1]} if prefix else set()
     keys = set()
