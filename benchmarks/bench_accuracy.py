@@ -33,7 +33,7 @@ from tkd_d2.pipeline.training import entry_command, eval_job, train_job  # noqa:
 # teacher -> student backbone pairs: (teacher config, student config, TKD config, preset)
 PAIRS = {
     "R50-R18": ("{det}_R_50_FPN.yaml", "{det}_R_18_FPN.yaml", "tkd_{det}_R_50_to_R_18.yaml", "cpu"),
-    # pretrained: the configs' own CPU-sized budget (160 px, width 128, 600 iterations)
+    # pretrained: the configs' own schedule (NEU-DET: 200 px, 2,400 iterations)
     "Lite2-Lite0": ("{det}_Lite2_FPN.yaml", "{det}_Lite0_FPN.yaml", "tkd_{det}_Lite2_to_Lite0.yaml", "none"),
 }
 # variant → the TKD parts it trains with (None: the plain student, the baseline)
@@ -45,6 +45,12 @@ CPU_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "213", "
               "INPUT.MAX_SIZE_TEST", "213", "MODEL.FPN.OUT_CHANNELS", "128", "SOLVER.IMS_PER_BATCH", "8",
               "SOLVER.CHECKPOINT_PERIOD", "250", "SOLVER.WARMUP_ITERS", "100", "MODEL.TKD.WARMUP_ITERS", "100"]
 CPU_PRESET_ITERS = (3000, 1500)
+# The short schedule of BENCHMARKS.md 1b (the NEU-DET Lite configs' own until 2026-12-04): 160 px,
+# 600 iterations, the configs' LR steps and warm-ups scaled to it.
+SHORT_PRESET = ["INPUT.MIN_SIZE_TRAIN", "(160,)", "INPUT.MAX_SIZE_TRAIN", "267", "INPUT.MIN_SIZE_TEST", "160",
+                "INPUT.MAX_SIZE_TEST", "267"]
+SHORT_PRESET_ITERS = (600, 600)
+PRESET_OPTS = {"cpu": (CPU_PRESET, CPU_PRESET_ITERS), "short": (SHORT_PRESET, SHORT_PRESET_ITERS)}
 TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "1", "SOLVER.STEPS", "()"]
 # one run: train (reused when done, resumed when interrupted), then evaluate
 RUN_STAGES = {"train": Stage(1, precious=True), "eval": Stage(2, ("train",), precious=True)}
@@ -153,18 +159,19 @@ def main():
                    help="where runs go (default output/bench_<dataset>_<detector>); put it outside the "
                         "work tree to keep checkpoints across sessions")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE overrides for every run")
-    p.add_argument("--preset", choices=["cpu", "none"], default=None,
+    p.add_argument("--preset", choices=["cpu", "short", "none"], default=None,
                    help="cpu: the 2-core budget of BENCHMARKS.md (128 px, width 128, 3000/1500 iters); "
-                        "none: the configs as they are (default: the pair's)")
+                        "short: section 1b's NEU-DET Lite schedule (160 px, 600 iters, the configs' "
+                        "schedule scaled); none: the configs as they are (default: the pair's)")
     p.add_argument("--tiny", action="store_true", help="smoke test on a tiny synthetic set")
     p.add_argument("--name", default=None, help="results file name")
     add_results_dir_argument(p)
     args = p.parse_args()
     teacher_yaml, student_yaml, tkd_yaml = (f.format(det=args.detector) for f in PAIRS[args.pair][:3])
     args.preset = args.preset or PAIRS[args.pair][3]
-    if args.preset == "cpu" and not args.tiny:
-        args.teacher_iter = args.teacher_iter or CPU_PRESET_ITERS[0]
-        args.student_iter = args.student_iter or CPU_PRESET_ITERS[1]
+    if args.preset in PRESET_OPTS and not args.tiny:
+        args.teacher_iter = args.teacher_iter or PRESET_OPTS[args.preset][1][0]
+        args.student_iter = args.student_iter or PRESET_OPTS[args.preset][1][1]
     if args.tiny:
         args.preset = "none"
         args.dataset = "synthetic"
@@ -180,7 +187,7 @@ def main():
     results = json.loads(results_path.read_text()) if results_path.is_file() else {"runs": {}}
     results.update({"machine": machine(), "command": " ".join(["python"] + sys.argv), "dataset": args.dataset,
                     "detector": det, "pair": args.pair})
-    common = (TINY if args.tiny else []) + (CPU_PRESET if args.preset == "cpu" else []) + list(args.opts)
+    common = (TINY if args.tiny else []) + PRESET_OPTS.get(args.preset, ([], ()))[0] + list(args.opts)
     if args.dataset == "synthetic":
         common = ["DATASETS.TRAIN", "('synthetic_defects_train',)", "DATASETS.TEST", "('synthetic_defects_test',)"] + common
 

@@ -3,6 +3,7 @@
 Fast (no model is built, no dataset registered); CPU only.
 """
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,24 +102,30 @@ def test_unknown_part_is_a_config_error():
         _load(TKD_CONFIGS[0], ["MODEL.TKD.PARTS", '["xyz"]'])
 
 
-LONG = ROOT / "configs/NEU-DET/long"
-LONG_SCHEDULE = ["INPUT.MIN_SIZE_TRAIN", "(200,)", "INPUT.MAX_SIZE_TRAIN", "333", "INPUT.MIN_SIZE_TEST", "200",
-                 "INPUT.MAX_SIZE_TEST", "333"]
+BENCH = ROOT / "benchmarks"
 
 
 @pytest.mark.parametrize("name", ["fcos_Lite2_FPN", "fcos_Lite0_FPN", "tkd_fcos_Lite2_to_Lite0",
                                   "retinanet_Lite2_FPN", "retinanet_Lite0_FPN",
                                   "tkd_retinanet_Lite2_to_Lite0"])
-def test_long_configs_are_the_short_ones_at_200px_and_2400_iterations(name):
-    # BENCHMARKS.md "Longer schedule" measured the short configs with these overrides (the
-    # LR steps, warm-up and KD warm-up scaled by 4, as an overridden MAX_ITER does); the
-    # long configs must train exactly that, whatever the short ones become
-    long = yaml.safe_load(_load(LONG / f"{name}.yaml").dump())
-    short = _load(ROOT / f"configs/NEU-DET/{name}.yaml", LONG_SCHEDULE + ["SOLVER.MAX_ITER", "2400"])
-    short = yaml.safe_load(short.dump())
-    assert long["SOLVER"]["MAX_ITER"] == 2400
-    for c in (long, short):
-        c.pop("OUTPUT_DIR")
-        c["MODEL"]["TKD"]["TEACHER"].pop("CONFIG")
-        c["MODEL"]["TKD"]["TEACHER"].pop("WEIGHTS")
-    assert long == short
+def test_short_preset_trains_section_1b_schedule(name):
+    # the NEU-DET Lite configs train the long schedule (200 px, 2,400 iterations); BENCHMARKS.md
+    # 1b's results were trained at 160 px for 600 iterations (the configs' own until 2026-12-04)
+    # and its commands reproduce that with bench_accuracy --preset short
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_accuracy
+    finally:
+        sys.path.remove(str(BENCH))
+    path = ROOT / f"configs/NEU-DET/{name}.yaml"
+    long = _load(path)
+    assert (long.SOLVER.MAX_ITER, tuple(long.SOLVER.STEPS), long.INPUT.MIN_SIZE_TEST) == (2400, (1920, 2240), 200)
+    opts = list(bench_accuracy.SHORT_PRESET)
+    opts += [str(o) for o in bench_accuracy.schedule(path, bench_accuracy.SHORT_PRESET_ITERS[0], "short", opts)]
+    short = _load(path, opts)
+    assert (short.INPUT.MIN_SIZE_TRAIN, short.INPUT.MAX_SIZE_TRAIN) == ((160,), 267)
+    assert (short.INPUT.MIN_SIZE_TEST, short.INPUT.MAX_SIZE_TEST) == (160, 267)
+    assert (short.SOLVER.MAX_ITER, tuple(short.SOLVER.STEPS)) == (600, (480, 560))
+    assert short.SOLVER.WARMUP_ITERS == 100 and short.SOLVER.CHECKPOINT_PERIOD == 200
+    if name.startswith("tkd_"):
+        assert short.MODEL.TKD.WARMUP_ITERS == 100

@@ -234,16 +234,20 @@ def _load(path, opts=()):
     return load_config(path, opts, register_datasets=False)
 
 
-@pytest.mark.parametrize("name, box_loss, cls_weight, box_weight", [
-    ("tkd_retinanet_R_101_to_R_50", "ciou", 1.0, 1.0),
-    ("tkd_retinanet_R_50_to_R_18", "giou", 1.0, 1.0),
-    ("tkd_fcos_R_50_to_R_18", "log_iou", 0.4, 0.75),
-    ("tkd_retinanet_Lite2_to_Lite0", "giou", 1.0, 1.0),
+# the reference's R-101 -> R-50: the R-50 -> R-18 config with a ResNet-50 student
+R50_STUDENT = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256"]
+
+
+@pytest.mark.parametrize("name, opts, box_loss, cls_weight, box_weight", [
+    ("tkd_retinanet_R_50_to_R_18", R50_STUDENT, "ciou", 1.0, 1.0),
+    ("tkd_retinanet_R_50_to_R_18", [], "giou", 1.0, 1.0),
+    ("tkd_fcos_R_50_to_R_18", [], "log_iou", 0.4, 0.75),
+    ("tkd_retinanet_Lite2_to_Lite0", [], "giou", 1.0, 1.0),
 ])
-def test_reference_preset_sets_the_reference_values(name, box_loss, cls_weight, box_weight):
-    tuned = _load(_tkd(name))
+def test_reference_preset_sets_the_reference_values(name, opts, box_loss, cls_weight, box_weight):
+    tuned = _load(_tkd(name), opts)
     assert tuned.MODEL.TKD.FEATURE_WEIGHT < 1.0 and tuned.MODEL.TKD.WARMUP_ITERS > 0  # the yamls' tuned values
-    tkd = _load(_tkd(name), ["MODEL.TKD.PRESET", "reference"]).MODEL.TKD
+    tkd = _load(_tkd(name), opts + ["MODEL.TKD.PRESET", "reference"]).MODEL.TKD
     assert tkd.FEATURE_WEIGHT == 1.0 and tkd.WARMUP_ITERS == 0
     assert [tkd.DED.FG_WEIGHT, tkd.DED.BG_WEIGHT, tkd.DED.SSIM_WEIGHT, tkd.DRD.INSTANCE_WEIGHT,
             tkd.DRD.PIXEL_WEIGHT] == [5e-4] * 5

@@ -28,7 +28,7 @@ PARTS_BEGIN, PARTS_END = "<!-- parts-table: tools/results_table.py -->", "<!-- /
 
 # (setting, {model: [(results file, run-key prefix), ...]})
 ROWS = [
-    ("FCOS Lite2 → Lite0, NEU-DET, long schedule (200 px, 2,400 it)", {
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the configs' own (200 px, 2,400 it)", {
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "tkd")]}),
@@ -36,16 +36,16 @@ ROWS = [
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_teacher_retrained", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4", "crd")]}),
-    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule (200 px, 2,400 it)", {
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, the configs' own (200 px, 2,400 it)", {
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "tkd")]}),
-    ("FCOS Lite2 → Lite0, NEU-DET, shipped CPU schedule (160 px, 600 it)", {
+    ("FCOS Lite2 → Lite0, NEU-DET, short schedule (160 px, 600 it)", {
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0", "teacher"),
                     ("accuracy_neu_det_fcos_Lite2_Lite0_teacher_seed2", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_student_w64", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_student_w64", "tkd")]}),
-    ("RetinaNet Lite2 → Lite0, NEU-DET, shipped CPU schedule (160 px, 600 it)", {
+    ("RetinaNet Lite2 → Lite0, NEU-DET, short schedule (160 px, 600 it)", {
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "teacher"),
                     ("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7_teacher_seed2", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "baseline")],
