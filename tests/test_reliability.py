@@ -92,7 +92,7 @@ def _sigkill_when(proc, ready, timeout=600):
 # relative in the classification gradients; with it they are bitwise equal, and so required.
 @pytest.mark.slow
 @pytest.mark.shared_trainings
-@pytest.mark.parametrize("kind", ["student", "tkd_balanced"])
+@pytest.mark.parametrize("kind", ["student", "tkd_balanced", "student_ema"])
 def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, request, kind):
     monkeypatch.setenv("PYTORCH_JIT", "0")
     max_iter, period = 8, 4  # checkpoints after iterations 3 and 7; killed after the first
@@ -106,6 +106,10 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatc
         shared = request.getfixturevalue("tiny_student")
         assert [str(a) for a in shared["args"]] == [str(a) for a in args]
         whole, data = shared["out"], shared["data"]
+    elif kind == "student_ema":  # the weight average goes on from the checkpoint
+        args = ["--config-file", STUDENT, *common, "MODEL.EMA.ENABLED", "True", "MODEL.EMA.DECAY", "0.9"]
+        whole, data = tmp_path / "whole", tmp_path / "data"
+        run_train_net([*args, "OUTPUT_DIR", whole], data)
     else:
         # the balance window (2 KD iterations) closes before the kill; the KD warm-up does not
         args = ["--config-file", TKD, *common, *_random_teacher(tmp_path), "MODEL.TKD.BALANCE.ENABLED", "True",
@@ -123,6 +127,11 @@ def test_killed_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatc
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    if kind == "student_ema":  # the final weights are the average, resumed or not
+        averages = a["trainer"]["ema"]["averages"]
+        assert a["trainer"]["ema"]["updates"] == b["trainer"]["ema"]["updates"] == max_iter
+        for key, value in averages.items():
+            assert torch.equal(a["model"][key], value) and torch.equal(b["trainer"]["ema"]["averages"][key], value), key
     if kind == "tkd_balanced":
         scales = a["model"]["distill_balance.scales"]
         assert (scales != 1).all(), scales  # calibrated, at iteration 1: before the kill

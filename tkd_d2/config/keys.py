@@ -163,6 +163,11 @@ def add_tkd_config(cfg):
     _C.MODEL.TKD.CALIBRATE_FRACTION = 0.0
     _C.MODEL.TKD.CALIBRATE_ITERS = 10
 
+    # ---------------------------------------------------------------- weight average
+    _C.MODEL.EMA = CN()  # train with a moving average of the weights and end with it (engine/ema.py)
+    _C.MODEL.EMA.ENABLED = False
+    _C.MODEL.EMA.DECAY = 0.998  # per step, after a warm-up ramp: averages over about 500 steps
+
     # ---------------------------------------------------------------- schedule
     # > 0: MAX_ITER for this many passes over DATASETS.TRAIN, steps and warm-ups scaled with it
     # (apply_epoch_schedule); 0: MAX_ITER as given

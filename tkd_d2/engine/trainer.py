@@ -17,6 +17,7 @@ from ..errors import DatasetFormatError
 from ..evaluation import DefectCOCOEvaluator
 from ..modeling import apply_memory_format
 from ..modeling.tiled import tiled
+from .ema import EMAHook
 from .hooks import TKDHook
 from .resume import (ResumableSampler, loss_normalizers, metric_history, restore_metric_history, rng_state,
                      set_loss_normalizers, set_rng_state)
@@ -58,6 +59,9 @@ class Trainer(DefaultTrainer):
             state["metric_history"] = metric_history(self.storage)
         if comm.get_world_size() == 1:  # only rank 0 writes: its random state is no other rank's
             state["rng"] = rng_state()
+        ema = self._ema_hook()
+        if ema is not None:
+            state["ema"] = ema.average.state_dict()
         return state
 
     def load_state_dict(self, state):
@@ -68,6 +72,12 @@ class Trainer(DefaultTrainer):
             logger.warning("The checkpoint holds no optimizer state (written before it was saved): "
                            "the optimizer's momentum restarts from zero")
         set_loss_normalizers(unwrap_model(self.model), state.get("loss_normalizers", {}))
+        ema = self._ema_hook()
+        if ema is not None and "ema" in state:
+            ema.average.load_state_dict(state["ema"])
+        elif ema is not None:
+            logger.warning("MODEL.EMA: the checkpoint holds no weight average (written without it): "
+                           "the average starts from the resumed weights")
         self._resume_state = {k: state[k] for k in ("metric_history", "rng") if k in state}
 
     def resume_or_load(self, resume=True):
@@ -102,9 +112,17 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
+        if self.cfg.MODEL.EMA.ENABLED:
+            # before the checkpointer and the evaluation: after the last step they see the average
+            first = next(i for i, h in enumerate(hooks)
+                         if type(h).__name__ in ("PeriodicCheckpointer", "EvalHook"))
+            hooks.insert(first, EMAHook(self.model, self.cfg.MODEL.EMA.DECAY))
         # First: the teacher is reported (and evaluated) before anything else runs.
         hooks.insert(0, TKDHook(self.cfg, evaluate=self.test))
         return hooks
+
+    def _ema_hook(self):
+        return next((h for h in getattr(self, "_hooks", []) if isinstance(h, EMAHook)), None)
 
     @staticmethod
     def check_images(cfg, dataset_dicts, names):
