@@ -166,7 +166,7 @@ def add_tkd_config(cfg):
     # ---------------------------------------------------------------- weight average
     _C.MODEL.EMA = CN()  # train with a moving average of the weights and end with it (engine/ema.py)
     _C.MODEL.EMA.ENABLED = False
-    _C.MODEL.EMA.DECAY = 0.998  # per step, after a warm-up ramp: averages over about 500 steps
+    _C.MODEL.EMA.DECAY = 0.995  # per step, after a warm-up ramp: averages over about the last 200 steps
 
     # ---------------------------------------------------------------- schedule
     # > 0: MAX_ITER for this many passes over DATASETS.TRAIN, steps and warm-ups scaled with it
