@@ -16,6 +16,18 @@ TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.CH
 ALL_PARTS = json.dumps(list(TKD_PARTS))
 
 
+def import_bench(name):
+    """The module of ``benchmarks/<name>.py`` (for its constants and functions)."""
+    import importlib
+
+    bench = str(ROOT / "benchmarks")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(bench)
+
+
 def run_train_net(args, data_root, check=True, timeout=900, env=None):
     """Run train_net.py with ``args`` on the datasets under ``data_root``; ``env``: more
     environment variables."""

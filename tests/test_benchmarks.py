@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import import_bench
+
 pytestmark = pytest.mark.slow  # every test here runs train_net.py or a benchmark script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,11 +215,7 @@ def test_bench_accuracy_teacher_dir_without_weights_is_refused(tmp_path):
 def test_bench_accuracy_commands_side_by_side_share_one_results_file(tmp_path):
     # two commands (say baseline and tkd students) each hold their own runs in memory and
     # save after every run; neither may drop the other's
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_accuracy
-    finally:
-        sys.path.remove(str(BENCH))
+    bench_accuracy = import_bench("bench_accuracy")
     bbox = {"AP50": 40.0, "AP": 15.0, "AP75": 8.0}
     first, second = {"runs": {"teacher": {"bbox": bbox}}}, {"runs": {}}
     bench_accuracy.save("acc", first, tmp_path)

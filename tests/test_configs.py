@@ -3,7 +3,6 @@
 Fast (no model is built, no dataset registered); CPU only.
 """
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ import tkd_d2  # noqa: F401  (adapts detectron2; must precede any detectron2 imp
 from tkd_d2.config import DEFAULT_TKD_PARTS, TKD_PARTS, is_distiller_config, load_config, student_cfg
 from tkd_d2.errors import ConfigError
 from tkd_d2.modeling import family_of
+
+from helpers import import_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -102,9 +103,6 @@ def test_unknown_part_is_a_config_error():
         _load(TKD_CONFIGS[0], ["MODEL.TKD.PARTS", '["xyz"]'])
 
 
-BENCH = ROOT / "benchmarks"
-
-
 @pytest.mark.parametrize("name", ["fcos_Lite2_FPN", "fcos_Lite0_FPN", "tkd_fcos_Lite2_to_Lite0",
                                   "retinanet_Lite2_FPN", "retinanet_Lite0_FPN",
                                   "tkd_retinanet_Lite2_to_Lite0"])
@@ -112,11 +110,7 @@ def test_short_preset_trains_section_1b_schedule(name):
     # the NEU-DET Lite configs train the long schedule (200 px, 2,400 iterations); BENCHMARKS.md
     # 1b's results were trained at 160 px for 600 iterations (the configs' own until 2026-12-04)
     # and its commands reproduce that with bench_accuracy --preset short
-    sys.path.insert(0, str(BENCH))
-    try:
-        import bench_accuracy
-    finally:
-        sys.path.remove(str(BENCH))
+    bench_accuracy = import_bench("bench_accuracy")
     path = ROOT / f"configs/NEU-DET/{name}.yaml"
     long = _load(path)
     assert (long.SOLVER.MAX_ITER, tuple(long.SOLVER.STEPS), long.INPUT.MIN_SIZE_TEST) == (2400, (1920, 2240), 200)

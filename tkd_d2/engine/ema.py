@@ -38,6 +38,10 @@ class WeightAverage:
                 self._names.append(name)
                 self._live.append(t)
         self._avg = [t.detach().clone() for t in self._live]
+        # once: the tensors averaged (one foreach call per step) and those copied (counters)
+        pairs = list(zip(self._avg, self._live))
+        self._lerp = ([a for a, t in pairs if a.is_floating_point()], [t for a, t in pairs if a.is_floating_point()])
+        self._copied = [(a, t) for a, t in pairs if not a.is_floating_point()]
 
     def rate(self):
         """The weight the current model gets in the next update, ``1 - d``."""
@@ -45,13 +49,11 @@ class WeightAverage:
 
     @torch.no_grad()
     def update(self):
-        rate = self.rate()
-        floats = [(a, t) for a, t in zip(self._avg, self._live) if a.is_floating_point()]
-        if floats:
-            torch._foreach_lerp_([a for a, _ in floats], [t.detach() for _, t in floats], rate)
-        for a, t in zip(self._avg, self._live):
-            if not a.is_floating_point():
-                a.copy_(t)
+        averages, live = self._lerp
+        if averages:
+            torch._foreach_lerp_(averages, live, self.rate())
+        for a, t in self._copied:
+            a.copy_(t)
         self.updates += 1
 
     @torch.no_grad()

@@ -8,7 +8,7 @@ from detectron2.data import (build_detection_test_loader, build_detection_train_
                              get_detection_dataset_dicts)
 from detectron2.data.samplers import (RandomSubsetTrainingSampler, RepeatFactorTrainingSampler,
                                       TrainingSampler)
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks as d2_hooks
 from detectron2.utils import comm
 
 from ..checkpoint import SafeCheckpointer
@@ -59,9 +59,8 @@ class Trainer(DefaultTrainer):
             state["metric_history"] = metric_history(self.storage)
         if comm.get_world_size() == 1:  # only rank 0 writes: its random state is no other rank's
             state["rng"] = rng_state()
-        ema = self._ema_hook()
-        if ema is not None:
-            state["ema"] = ema.average.state_dict()
+        if self._ema is not None:
+            state["ema"] = self._ema.average.state_dict()
         return state
 
     def load_state_dict(self, state):
@@ -72,10 +71,9 @@ class Trainer(DefaultTrainer):
             logger.warning("The checkpoint holds no optimizer state (written before it was saved): "
                            "the optimizer's momentum restarts from zero")
         set_loss_normalizers(unwrap_model(self.model), state.get("loss_normalizers", {}))
-        ema = self._ema_hook()
-        if ema is not None and "ema" in state:
-            ema.average.load_state_dict(state["ema"])
-        elif ema is not None:
+        if self._ema is not None and "ema" in state:
+            self._ema.average.load_state_dict(state["ema"])
+        elif self._ema is not None:
             logger.warning("MODEL.EMA: the checkpoint holds no weight average (written without it): "
                            "the average starts from the resumed weights")
         self._resume_state = {k: state[k] for k in ("metric_history", "rng") if k in state}
@@ -112,17 +110,15 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         hooks = super().build_hooks()
-        if self.cfg.MODEL.EMA.ENABLED:
+        self._ema = EMAHook(self.model, self.cfg.MODEL.EMA.DECAY) if self.cfg.MODEL.EMA.ENABLED else None
+        if self._ema is not None:
             # before the checkpointer and the evaluation: after the last step they see the average
             first = next(i for i, h in enumerate(hooks)
-                         if type(h).__name__ in ("PeriodicCheckpointer", "EvalHook"))
-            hooks.insert(first, EMAHook(self.model, self.cfg.MODEL.EMA.DECAY))
+                         if isinstance(h, (d2_hooks.PeriodicCheckpointer, d2_hooks.EvalHook)))
+            hooks.insert(first, self._ema)
         # First: the teacher is reported (and evaluated) before anything else runs.
         hooks.insert(0, TKDHook(self.cfg, evaluate=self.test))
         return hooks
-
-    def _ema_hook(self):
-        return next((h for h in getattr(self, "_hooks", []) if isinstance(h, EMAHook)), None)
 
     @staticmethod
     def check_images(cfg, dataset_dicts, names):
