@@ -73,6 +73,24 @@ def test_budget_gives_every_model_the_same_epochs_that_fit():
     assert "Less than one epoch" not in fit.note
 
 
+def test_a_given_teacher_costs_nothing_and_its_time_goes_to_the_students():
+    t = fake_timings()
+    del t.step["teacher"]  # --teacher: not trained, so not timed
+    assert t.trained == ("baseline", "tkd")
+    planned = stage_seconds(t, dict.fromkeys(TRAININGS, 100), 500, 6, (5, 20))
+    assert "teacher" not in planned and planned["eval_teacher"] == 10 + 500 * 0.5
+    fit = _fit(3600, t)
+    fixed = sum(stage_seconds(t, dict.fromkeys(TRAININGS, 0), 500, 6, (5, 20)).values())
+    students = math.floor((3600 - 40 - fixed) / (250 * 5.0) * 250)
+    assert fit.iterations == {"teacher": 3000, "baseline": students, "tkd": students}
+    assert students > _fit(3600).iterations["baseline"]
+    assert "the teacher is given" in fit.note and f"({students} iterations)" in fit.note
+    lines = format_plan(planned, fit.iterations, t, {})
+    assert "teacher step" not in lines[0] and "baseline step 2.00 s" in lines[0]
+    with pytest.raises(ConfigError, match="measured steps: baseline 2.00 s, tkd 3.00 s\\)"):
+        _fit(300, t)
+
+
 def test_budget_splits_by_epochs_when_batches_differ():
     fit = _fit(3600, batch={"teacher": 8, "baseline": 4, "tkd": 4})
     assert fit.iterations["baseline"] == fit.iterations["tkd"]

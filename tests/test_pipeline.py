@@ -244,6 +244,37 @@ def test_changed_settings_are_not_silently_reused(pipeline):
 
 
 @pytest.mark.slow
+def test_a_given_teacher_is_distilled_from_as_it_is_not_trained(pipeline):
+    assert pipeline["first"].returncode == 0, explain(pipeline["first"])
+    teacher = pipeline["out"] / "teacher"
+    weights_before = (teacher / "model_final.pth").stat().st_mtime_ns
+    out = pipeline["tmp"] / "given_teacher"
+    proc = run_pipeline(out, pipeline["env"], *TINY_ARGS, "--teacher", str(teacher), *TINY_OPTS,
+                        cwd=str(pipeline["tmp"]))
+    assert proc.returncode == 0, explain(proc)
+    commands = [l for l in proc.stdout.splitlines() if l.startswith("$ ")]
+    trainings = [c for c in commands if "train_net.py --config-file" in c]
+    assert len(trainings) == 2 and not any("Lite2_FPN" in c for c in trainings), trainings
+    assert f"teacher given: {teacher} (not trained here)" in proc.stdout
+    train_tkd = next(c for c in trainings if "tkd_retinanet" in c)
+    assert f"MODEL.TKD.TEACHER.CONFIG {teacher / 'config.yaml'}" in train_tkd
+    assert f"MODEL.TKD.TEACHER.WEIGHTS {teacher / 'model_final.pth'}" in train_tkd
+    # evaluated by its own config, on the students' test set (its training had none)
+    eval_teacher = next(c for c in commands if "--eval-only" in c and str(teacher) in c)
+    assert f"--config-file {teacher / 'config.yaml'}" in eval_teacher and "DATASETS.TEST" in eval_teacher
+    assert ap_results(out, "teacher")[0]["bbox"]
+    assert not (out / "teacher").exists()
+    assert (teacher / "model_final.pth").stat().st_mtime_ns == weights_before
+    stages = json.loads((out / "stages.json").read_text())["stages"]
+    assert stages["teacher"]["status"] == "done" and "command" not in stages["teacher"]
+    assert "teacher" not in stages["plan"]["result"]["planned"]
+    assert "teacher" not in stages["plan"]["result"]["timings"]["step"]
+    report = (out / "report.md").read_text()
+    assert f"the teacher was given (`--teacher {teacher}`), trained before this run" in report
+    assert "given (--teacher" in table_rows(section(report, "## Wall time"))["2 train teacher"][3]
+
+
+@pytest.mark.slow
 def test_failing_stage_is_named_with_its_log(pipeline):
     out = pipeline["tmp"] / "failing"
     # an EfficientNet variant that does not exist: the config loads, building the teacher
@@ -380,6 +411,52 @@ def test_backbones_choose_existing_configs_of_the_family(tmp_path, backbones, de
         assert is_distiller_config(cfg) == (model == "tkd")
         lite = cfg.MODEL.BACKBONE.NAME == "build_efficientnet_lite_fpn_backbone"
         assert lite == (backbones == "lite"), (model, path)
+
+
+def _teacher_folder(folder, config, *opts):
+    """A folder as a finished training leaves it: ``config`` (with ``opts``) dumped as its
+    config.yaml, and a model_final.pth (empty: nothing here loads it)."""
+    from tkd_d2.config import load_config
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(load_config(str(config), list(opts), register_datasets=False).dump())
+    (folder / "model_final.pth").write_bytes(b"")
+    return folder
+
+
+def test_a_given_teacher_folder_is_checked_before_anything_runs(tmp_path):
+    from tkd_d2.errors import ConfigError
+    from tkd_d2.pipeline import Plan, PipelineOptions
+
+    root = Path(__file__).resolve().parents[1]
+    out = str(tmp_path / "out")
+    good = _teacher_folder(tmp_path / "good", root / "configs/Synthetic/retinanet_Lite2_FPN.yaml")
+    plan = Plan(PipelineOptions(output=out, teacher=str(good)), root)
+    assert plan.configs["teacher"] == str(good / "config.yaml") and plan.dirs["teacher"] == str(good)
+    assert plan.weights["teacher"] == str(good / "model_final.pth")
+    # used as it was trained: neither --opts nor the schedule reach it; its test set is the students'
+    plan = Plan(PipelineOptions(output=out, teacher=str(good), max_iter=7,
+                                opts=["INPUT.MIN_SIZE_TEST", "96"]), root)
+    assert plan.train_opts["teacher"] == [] and "INPUT.MIN_SIZE_TEST" not in plan.eval_opts_of("teacher")
+    assert plan.eval_opts_of("teacher")[-2:] == ["DATASETS.TEST", "('synthetic_defects_test',)"]
+    assert plan.iterations("baseline") == 7 != plan.iterations("teacher")
+
+    (tmp_path / "no_weights").mkdir()
+    (tmp_path / "no_weights" / "config.yaml").write_text((good / "config.yaml").read_text())
+    fcos = _teacher_folder(tmp_path / "fcos", root / "configs/Synthetic/fcos_Lite2_FPN.yaml")
+    classes = _teacher_folder(tmp_path / "classes", root / "configs/Synthetic/retinanet_Lite2_FPN.yaml",
+                              "MODEL.RETINANET.NUM_CLASSES", "9")
+    for fields, message in (
+        (dict(teacher=str(tmp_path / "absent")), "no such folder"),
+        (dict(teacher=str(tmp_path / "no_weights")), "model_final.pth is missing"),
+        (dict(teacher=str(good), teacher_config="x.yaml"), "--teacher and --teacher-config"),
+        (dict(teacher=str(good), teacher_epochs=2.0), "--teacher-epochs"),
+        (dict(teacher=str(good), redo=["teacher"]), "--redo teacher"),
+        (dict(teacher=str(fcos)), r"is a FCOS .*--detector retinanet"),
+        (dict(teacher=str(classes)), r"MODEL.RETINANET.NUM_CLASSES 9; the students' data have \d+ classes"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            Plan(PipelineOptions(output=out, **fields), root)
 
 
 def test_pipeline_needs_the_project_root(tmp_path):

@@ -19,7 +19,7 @@ Stages (each prints "[stage k/6] ..."; training streams detectron2's own log wit
                 every stage's planned wall time and the total; with --budget, the
                 epochs that fit it (report.md lists planned next to actual)
   2. teacher    train the teacher (ImageNet-pretrained EfficientNet-Lite2, or R-50 from
-                scratch with --backbones resnet)
+                scratch with --backbones resnet), or take a trained one (--teacher DIR)
   3. baseline   train the student (Lite0, or R-18) without KD
      tkd        train the student with TKD from the teacher (the baseline's schedule and seed)
   4. eval_*     evaluate all three with `train_net.py --eval-only` (the TKD checkpoint with
@@ -126,6 +126,11 @@ def parse_args(argv=None):
                              "repeat or comma-separate for several)")
     parser.add_argument("--speed-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
                         help="speed measurement iterations (default 5 20; --tiny 1 3)")
+    parser.add_argument("--teacher", default=None, metavar="DIR",
+                        help="distil from a teacher trained before: the OUTPUT_DIR of its training "
+                             "(config.yaml + model_final.pth, e.g. an earlier run's OUTPUT/teacher); "
+                             "it is evaluated and used as it is, not trained, and --budget goes to "
+                             "the students")
     parser.add_argument("--teacher-config", default=None, metavar="YAML",
                         help="teacher config (default from --backbones, e.g. configs/<dataset>/<detector>_Lite2_FPN.yaml)")
     parser.add_argument("--student-config", default=None, metavar="YAML",

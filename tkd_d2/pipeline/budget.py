@@ -47,7 +47,8 @@ def parse_duration(text, flag="--budget"):
 class Timings:
     """What one training or evaluation costs on this machine (seconds)."""
 
-    step: Dict[str, float]  # training model (teacher, baseline, tkd) → seconds per iteration
+    # model trained here (teacher, baseline, tkd; a given --teacher is not) → seconds per iteration
+    step: Dict[str, float]
     infer: Dict[str, float]  # "teacher" / "student" → seconds per test image at batch 1
     start: float  # one training / evaluation process: start-up, model build, first batch
     build: float  # one model built and loaded inside the pipeline's process
@@ -57,14 +58,20 @@ class Timings:
     def from_dict(cls, data):
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
+    @property
+    def trained(self):
+        """The models this run trains (those whose step was timed), in TRAININGS order."""
+        return tuple(m for m in TRAININGS if m in self.step)
+
 
 def stage_seconds(timings, iterations, test_images, pictures, speed_iters):
     """{stage: planned seconds} of every stage after the plan, for ``iterations`` (training
     model → iterations), ``test_images`` evaluated, ``pictures`` drawn and ``speed_iters``
-    ((warm-up, timed) of the speed stage)."""
+    ((warm-up, timed) of the speed stage). A model not trained here (a given teacher) has no
+    training stage."""
     t, s = timings.infer["teacher"], timings.infer["student"]
     timed = sum(speed_iters)
-    plan = {m: timings.start + iterations[m] * timings.step[m] for m in TRAININGS}
+    plan = {m: timings.start + iterations[m] * timings.step[m] for m in timings.trained}
     plan.update({stage: timings.start + test_images * timings.infer[model]
                  for stage, model in _INFER_OF.items()})
     plan["pictures"] = 3 * timings.build + pictures * (t + 2 * s)
@@ -87,15 +94,17 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
     """The iterations per training model that end the whole run within ``budget`` seconds
     (``spent`` of it already gone: data and plan), by the module's rule; capped at
     ``default_iterations`` (model → the schedule without a budget). ``batch``: model → images
-    per iteration. Raises :class:`ConfigError` when fewer than ``min_iterations`` fit."""
+    per iteration. Raises :class:`ConfigError` when fewer than ``min_iterations`` fit. A model
+    not in ``timings.step`` (a given teacher) keeps ``default_iterations`` and costs nothing."""
+    trained = timings.trained
     fixed = stage_seconds(timings, dict.fromkeys(TRAININGS, 0), test_images, pictures, speed_iters)
     left = budget - spent - sum(fixed.values())
     if teacher_epochs < 1:
         raise ConfigError(f"--teacher-epochs {teacher_epochs}: the teacher trains at least the "
                           "students' epochs (>= 1)")
     share = {"teacher": float(teacher_epochs), "baseline": 1.0, "tkd": 1.0}
-    epoch_cost = {m: share[m] * timings.step[m] * train_images / batch[m] for m in TRAININGS}
-    fit, free = {}, list(TRAININGS)
+    epoch_cost = {m: share[m] * timings.step[m] * train_images / batch[m] for m in trained}
+    fit, free = {}, list(trained)
     while free:  # the students' epochs; a model capped at its schedule leaves its time to the rest
         epochs = max(0.0, left - sum(fit[m] * timings.step[m] for m in fit)) / sum(epoch_cost[m] for m in free)
         want = {m: int(math.floor(share[m] * epochs * train_images / batch[m])) for m in free}
@@ -106,8 +115,8 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
         for m in capped:
             fit[m] = default_iterations[m]
             free.remove(m)
-    fit = {m: fit[m] for m in TRAININGS}
     smallest = min(fit.values())
+    fit = {m: fit.get(m, default_iterations[m]) for m in TRAININGS}
     if smallest < min_iterations:
         least = dict.fromkeys(TRAININGS, min_iterations)
         need = spent + sum(stage_seconds(timings, least, test_images, pictures, speed_iters).values())
@@ -115,22 +124,25 @@ def fit_budget(budget, timings, *, default_iterations, batch, train_images, test
             f"{flag} {fmt_seconds(budget)} is too small: the least useful run ({min_iterations} "
             f"iteration{'s' if min_iterations != 1 else ''} per model, then evaluation, pictures "
             f"and export) takes about {fmt_seconds(need)} on this machine (measured steps: "
-            + ", ".join(f"{m} {timings.step[m]:.2f} s" for m in TRAININGS) + ")")
+            + ", ".join(f"{m} {timings.step[m]:.2f} s" for m in trained) + ")")
     chosen = {m: fit[m] * batch[m] / train_images for m in TRAININGS}
     epochs = min(chosen["baseline"], chosen["tkd"])
-    default_epochs = min(default_iterations[m] * batch[m] / train_images for m in TRAININGS)
-    per_model = (f"{epochs:.3g} epochs per model" if chosen["teacher"] <= epochs * 1.01 else
-                 f"{epochs:.3g} epochs per student, {chosen['teacher']:.3g} for the teacher")
-    if all(fit[m] == default_iterations[m] for m in TRAININGS):
-        note = (f"the full schedule ({_iters(fit)}, {default_epochs:.3g} epochs) fits {flag} "
+    default_epochs = min(default_iterations[m] * batch[m] / train_images for m in trained)
+    per_model = (f"{epochs:.3g} epochs per model" if "teacher" not in trained or chosen["teacher"] <= epochs * 1.01
+                 else f"{epochs:.3g} epochs per student, {chosen['teacher']:.3g} for the teacher")
+    shown, shown_default = ({m: d[m] for m in trained} for d in (fit, default_iterations))
+    if all(fit[m] == default_iterations[m] for m in trained):
+        note = (f"the full schedule ({_iters(shown)}, {default_epochs:.3g} epochs) fits {flag} "
                 f"{fmt_seconds(budget)}")
     else:
-        note = (f"{flag} {fmt_seconds(budget)}: {per_model} ({_iters(fit)}) "
-                f"instead of {default_epochs:.3g} epochs ({_iters(default_iterations)}); LR steps and "
+        note = (f"{flag} {fmt_seconds(budget)}: {per_model} ({_iters(shown)}) "
+                f"instead of {default_epochs:.3g} epochs ({_iters(shown_default)}); LR steps and "
                 "warm-ups scaled with them")
         if epochs < 1:
             note += (". Less than one epoch fits: a smaller input (INPUT.MIN_SIZE_TRAIN) or "
                      "training on crops (INPUT.DEFECT_CROP) would see every image in the time")
+    if "teacher" not in trained:
+        note += " (the teacher is given: the time is the students')"
     return BudgetFit(iterations=fit, epochs=epochs, note=note)
 
 
@@ -159,7 +171,7 @@ def _iters(iterations):
 def format_plan(planned, iterations, timings, labels, budget=None, note=""):
     """The plan as the console prints it before the first training: one line per stage and
     the total. ``planned``: {stage: seconds}; ``labels``: {stage: its name in the table}."""
-    lines = ["  measured: " + ", ".join(f"{m} step {timings.step[m]:.2f} s" for m in TRAININGS)
+    lines = ["  measured: " + ", ".join(f"{m} step {timings.step[m]:.2f} s" for m in timings.trained)
              + f"; inference {timings.infer['teacher']:.3f} s (teacher), "
              f"{timings.infer['student']:.3f} s (student) per image"]
     for stage, seconds in planned.items():

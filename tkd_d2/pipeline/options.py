@@ -83,6 +83,25 @@ def _warmup_timed(flag, given, default):
     return values
 
 
+def _given_teacher(folder, options):
+    """The absolute ``--teacher`` folder, which must hold what a training writes there (its
+    ``config.yaml`` and ``model_final.pth``); options that train a teacher are refused."""
+    folder = os.path.abspath(os.path.expanduser(str(folder)))
+    if not os.path.isdir(folder):
+        raise ConfigError(f"--teacher {folder}: no such folder (give the OUTPUT_DIR of a finished "
+                          "teacher training, holding config.yaml and model_final.pth)")
+    for name in ("config.yaml", "model_final.pth"):
+        if not os.path.isfile(os.path.join(folder, name)):
+            raise ConfigError(f"--teacher {folder}: {name} is missing (a training writes config.yaml "
+                              "when it starts and model_final.pth when it ends)")
+    if options.teacher_config:
+        raise ConfigError("--teacher and --teacher-config: give one (--teacher: a trained teacher's "
+                          "folder, whose config.yaml is its config)")
+    if options.teacher_epochs != 1.0:
+        raise ConfigError("--teacher-epochs is for a teacher the pipeline trains, not a given --teacher")
+    return folder
+
+
 @dataclasses.dataclass
 class PipelineOptions:
     """What the pipeline trains, on what, and where (``tools/tkd_pipeline.py --help`` explains
@@ -113,6 +132,9 @@ class PipelineOptions:
     budget: Optional[str] = None  # "45m", "2h", "1h30m": the whole run's wall time (budget.py)
     probe_iters: Optional[Sequence[int]] = None  # the plan's timing probe: (warm-up, timed) steps
     teacher_epochs: float = 1.0  # --budget: the teacher trains this many times the students' epochs
+    # a teacher trained before: the folder a training wrote (config.yaml, model_final.pth); it is
+    # evaluated and distilled from as it is, not trained (and --budget is spent on the students)
+    teacher: Optional[str] = None
 
     def resolved(self):
         """A copy with every default filled in (``--tiny`` scale, speed iterations, absolute
@@ -156,8 +178,12 @@ class PipelineOptions:
         if not self.teacher_epochs >= 1:
             raise ConfigError(f"--teacher-epochs {self.teacher_epochs}: the teacher trains at least "
                               "the students' epochs (>= 1)")
+        teacher = _given_teacher(self.teacher, self) if self.teacher is not None else None
+        if teacher and "teacher" in redo:
+            raise ConfigError(f"--redo teacher: the teacher is given (--teacher {teacher}) and not "
+                              "trained here; leave out --teacher to train one")
         output = self.output or os.path.join("output", f"pipeline_{self.dataset}_{self.detector}")
-        return dataclasses.replace(self, opts=opts, redo=redo, max_iter=max_iter,
+        return dataclasses.replace(self, opts=opts, redo=redo, max_iter=max_iter, teacher=teacher,
                                    speed_iters=speed_iters, probe_iters=probe_iters,
                                    output=os.path.abspath(output),
                                    train=train, test=test, classes=[str(c) for c in self.classes])

@@ -33,6 +33,8 @@ def pictures_job(plan):
     index_path = os.path.join(out_dir, "pictures.json")
     settings = {"num_images": options.num_images, "score_thresh": options.score_thresh,
                 "opts": plan.eval_opts}
+    if plan.teacher_given:
+        settings["teacher"] = plan.dirs["teacher"]
     listed = listed_pictures(out_dir)
     return Job("pictures", f"drawing ground truth | teacher | baseline | TKD on {options.num_images} "
                "test image(s)", settings, outputs=[index_path] + listed,
@@ -46,7 +48,7 @@ def draw_pictures(plan, out_dir, index_path, settings):
     the test set, one PNG each in ``out_dir``; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
     cfgs = {
-        "teacher": load_config(plan.configs["teacher"], plan.eval_opts),
+        "teacher": load_config(plan.configs["teacher"], plan.eval_opts_of("teacher")),
         "baseline": load_config(plan.configs["baseline"], plan.eval_opts),
     }
     cfgs["tkd"] = cfgs["baseline"]  # the distilled weights are the plain student's

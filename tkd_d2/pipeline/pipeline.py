@@ -143,6 +143,9 @@ class Pipeline:
 
     def stage_train(self, key):
         plan = self.plan
+        if key == "teacher" and plan.teacher_given:
+            self.use_given_teacher()
+            return
         titles = {
             "teacher": f"training teacher: {plan.label('teacher')}",
             "baseline": f"training baseline student (no KD): {plan.label('baseline')}",
@@ -164,12 +167,19 @@ class Pipeline:
         self.runner.execute(train_job(key, titles[key], self.entry, plan.configs[key], opts,
                                       plan.dirs[key], precondition))
 
+    def use_given_teacher(self):
+        """--teacher: nothing to train; the stage is recorded as given, taking no time."""
+        folder = self.plan.dirs["teacher"]
+        self.runner.header("teacher", f"teacher given: {folder} (not trained here)")
+        self.status.update("teacher", status="done", seconds=0.0, finished=now(), settings={"teacher": folder},
+                           note=f"given (--teacher {self.runner.shown_path(folder)}), not trained")
+
     def stage_eval(self, key):
         plan = self.plan
         name = f"eval_{key}"
         config = plan.configs["baseline" if key == "tkd" else key]  # TKD: plain student config
         self.runner.execute(eval_job(name, f"evaluating {plan.label(key)} on {plan.test_dataset}",
-                                     self.entry, config, plan.eval_opts, plan.weights[key],
+                                     self.entry, config, plan.eval_opts_of(key), plan.weights[key],
                                      os.path.join(self.out, name), plan.ap_results_path(key)))
 
     def stage_pictures(self):
@@ -189,7 +199,7 @@ class Pipeline:
         for stage, label in STAGE_LABELS.items():
             recorded = self.status.get(stage)
             note = recorded.get("note", "")
-            if stage not in self.runner.ran and recorded.get("status") == "done" and stage != "data":
+            if stage not in self.runner.ran and recorded.get("status") == "done" and not note:
                 note = "reused from an earlier run"
             if recorded.get("resumed"):
                 note = (note + "; " if note else "") + "resumed after an interruption (time summed)"
@@ -233,8 +243,11 @@ class Pipeline:
             f"{self.family.label} on `{options.dataset_label()}`: a {plan.backbone('teacher')} teacher, "
             f"a {plan.backbone('baseline')} student trained alone (baseline) and the same student "
             "trained with Triple Knowledge Distillation (TKD) from the teacher, same schedule "
-            f"({plan.iterations('tkd')} iterations) and seed; the teacher trained "
-            f"{plan.iterations('teacher')} iterations. TKD parts that ran (`MODEL.TKD.PARTS`): "
+            f"({plan.iterations('tkd')} iterations) and seed; "
+            + (f"the teacher was given (`--teacher {shown(plan.dirs['teacher'])}`), trained before this run "
+               f"({plan.iterations('teacher')} iterations by its config). " if plan.teacher_given else
+               f"the teacher trained {plan.iterations('teacher')} iterations. ")
+            + "TKD parts that ran (`MODEL.TKD.PARTS`): "
             + ", ".join(p.upper() for p in plan.trained_configs()["tkd"].MODEL.TKD.PARTS) + ".",
             "",
             f"Written by `{self.written_by}` on {now()}. Configs: "

@@ -41,6 +41,11 @@ class Plan:
         }
         self.out = options.output
         self.dirs = {m: os.path.join(self.out, m) for m in MODELS}
+        # --teacher: trained before; its folder's config and weights are used as they are
+        self.teacher_given = bool(options.teacher)
+        if self.teacher_given:
+            self.dirs["teacher"] = options.teacher
+            self.configs["teacher"] = os.path.join(options.teacher, "config.yaml")
         self.weights = {m: os.path.join(self.dirs[m], "model_final.pth") for m in MODELS}
         # --dataset custom: settings derived from the training data (derive_from)
         self.derived = self.inspection = None
@@ -59,13 +64,20 @@ class Plan:
                 raise ConfigError(f"--tkd-config {self.configs[key]} is a {arch}, not a TKDDistiller config")
             if key != "tkd" and is_distiller_config(cfg):
                 raise ConfigError(f"{self.configs[key]} is a TKD config; the {key} needs a plain detector config")
+        if self.teacher_given:
+            self._check_given_teacher(cfgs["teacher"], cfgs["baseline"])
         seed = options.seed
         if seed is None:
             seed = cfgs["baseline"].SEED if cfgs["baseline"].SEED >= 0 else 0
-        common = list(TINY_OPTS) if options.tiny else []
-        common += self.custom_data_opts() + settings_overrides(self.derived or {})
+        data = (list(TINY_OPTS) if options.tiny else []) + self.custom_data_opts()
+        common = data + settings_overrides(self.derived or {})
         self.train_opts = {}
         for m in MODELS:
+            if m == "teacher" and self.teacher_given:
+                # not trained: its config as it was, on this run's data (no derived settings or
+                # --opts: a changed input size or anchor set would not be the teacher it trained)
+                self.train_opts[m] = data
+                continue
             max_iter = (self.budget_iterations or {}).get(m) or options.max_iter
             schedule_of_data = (self.derived or {}).get("schedule")
             if max_iter is None and schedule_of_data:
@@ -77,6 +89,33 @@ class Plan:
             self.train_opts[m] = (common + schedule + ["SEED", str(seed), "DATASETS.TEST", "()"]
                                   + list(options.opts))
         self.eval_opts = common + list(options.opts)
+        self.teacher_eval_opts = self.eval_opts
+        if self.teacher_given:  # evaluated on the students' test set (its training had none)
+            tests = load_config(self.configs["baseline"], self.eval_opts, register_datasets=False).DATASETS.TEST
+            self.teacher_eval_opts = data + ["DATASETS.TEST", repr(tuple(tests))]
+
+    def eval_opts_of(self, key):
+        """The overrides model ``key`` is evaluated (and drawn, and timed) with."""
+        return self.teacher_eval_opts if key == "teacher" else self.eval_opts
+
+    def _check_given_teacher(self, teacher, student):
+        """A --teacher must be a detector of the students' family with their class count."""
+        from ..modeling import family_of
+
+        path = self.configs["teacher"]
+        family = family_of(teacher)
+        if family is not self.family:
+            raise ConfigError(f"--teacher {self.options.teacher}: {path} is a {family.label} "
+                              f"(MODEL.META_ARCHITECTURE {teacher.MODEL.META_ARCHITECTURE}); the "
+                              f"students are {self.family.label} (--detector {self.options.detector})")
+        key = f"MODEL.{family.config_node}.NUM_CLASSES"
+        given = getattr(teacher.MODEL, family.config_node).NUM_CLASSES
+        wanted = getattr(student.MODEL, family.config_node).NUM_CLASSES
+        if self.options.dataset == CUSTOM:
+            wanted = len(self.custom_classes())
+        if given != wanted:
+            raise ConfigError(f"--teacher {self.options.teacher}: {path} has {key} {given}; the "
+                              f"students' data have {wanted} classes")
 
     def user_sets_iterations(self):
         """How the user fixed the iterations by hand (``--max-iter``, ``SOLVER.MAX_ITER`` in

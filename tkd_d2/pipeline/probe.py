@@ -4,7 +4,8 @@ process, at the settings the runs will use.
 
 The probe trains throw-away copies (a random teacher stands in for the trained one: a step
 costs the same), so the runs themselves are untouched: they start in fresh processes with
-their own seeds.
+their own seeds. A given teacher (``--teacher``) is not trained: only its inference is timed,
+and the TKD probe distils from it.
 """
 import os
 import statistics
@@ -13,6 +14,8 @@ import tempfile
 import time
 
 from ..checkpoint import SafeCheckpointer
+from ..config import load_config
+from ..engine import Trainer
 from ..engine.allocator import keep_freed_memory
 from .budget import TRAININGS, Timings
 from .speed import sample_seconds, time_calls
@@ -44,8 +47,6 @@ def _train_steps(cfg, warmup, iters):
     """(model, build seconds, first batch seconds, median step seconds) of training ``cfg``."""
     from detectron2.utils.events import EventStorage
 
-    from ..engine import Trainer
-
     start = time.perf_counter()
     model = Trainer.build_model(cfg)
     built = time.perf_counter() - start
@@ -75,7 +76,6 @@ def _inference_seconds(cfg, model, dataset, warmup, iters):
     batch 1, tiles where TEST.TILE.SIZE > 0), timed by :func:`~.speed.time_calls`."""
     import torch
 
-    from ..engine import Trainer
     from ..modeling.tiled import tiled
 
     model.eval()
@@ -111,13 +111,21 @@ def probe_timings(plan, warmup=2, iters=3, process_start=None, start_command=Non
     cfgs = plan.trained_configs()
     step, infer, builds, firsts = {}, {}, [], []
     with tempfile.TemporaryDirectory(prefix="tkd_probe_") as tmp:
-        for key in TRAININGS:
+        teacher = (os.path.join(tmp, "teacher.yaml"), os.path.join(tmp, "teacher.pth"))
+        if plan.teacher_given:  # not trained: its inference timed, the TKD probe distils from it
+            teacher = plan.configs["teacher"], plan.weights["teacher"]
+            cfg = load_config(teacher[0], plan.eval_opts_of("teacher"))
+            start = time.perf_counter()
+            model = Trainer.build_model(cfg)
+            builds.append(time.perf_counter() - start)
+            infer["teacher"] = _inference_seconds(cfg, model, plan.test_dataset, 1, iters)
+            del model
+        for key in (m for m in TRAININGS if not (m == "teacher" and plan.teacher_given)):
             cfg = cfgs[key].clone()
             cfg.defrost()
             cfg.OUTPUT_DIR = tmp
             if key == "tkd":  # a random teacher of the teacher's config: the same step cost
-                cfg.MODEL.TKD.TEACHER.CONFIG = os.path.join(tmp, "teacher.yaml")
-                cfg.MODEL.TKD.TEACHER.WEIGHTS = os.path.join(tmp, "teacher.pth")
+                cfg.MODEL.TKD.TEACHER.CONFIG, cfg.MODEL.TKD.TEACHER.WEIGHTS = teacher
                 cfg.MODEL.TKD.WARMUP_ITERS = 0  # KD on from the first step, as most of the run
             cfg.freeze()
             model, built, first, step[key] = _train_steps(cfg, warmup, iters)

@@ -73,9 +73,11 @@ def measure_cpu_speed(model, inputs, warmup=3, iters=10):
 # ------------------------------------------------------------------------------ stage 6
 def speed_job(plan):
     warmup, iters = plan.options.speed_iters
+    settings = {"warmup": warmup, "iters": iters, "opts": plan.eval_opts}
+    if plan.teacher_given:
+        settings["teacher"] = plan.dirs["teacher"]
     return Job("speed", "measuring parameters and CPU speed (batch 1, "
-               f"{warmup} warm-up + {iters} timed iterations)",
-               {"warmup": warmup, "iters": iters, "opts": plan.eval_opts},
+               f"{warmup} warm-up + {iters} timed iterations)", settings,
                compute=lambda: measure_speed(plan, warmup, iters), record_result=True)
 
 
@@ -95,9 +97,10 @@ def measure_speed(plan, warmup, iters):
     dicts = DatasetCatalog.get(plan.test_dataset)[: max(1, min(iters, 8))]
     result = {}
     # The TKD student is the student architecture with distilled weights.
-    for key, config, weights in (("teacher", plan.configs["teacher"], plan.weights["teacher"]),
-                                 ("student", plan.configs["baseline"], plan.weights["tkd"])):
-        cfg = load_config(config, plan.eval_opts, device="cpu")
+    for key, model in (("teacher", "teacher"), ("student", "tkd")):
+        config = plan.configs["baseline" if model == "tkd" else model]
+        cfg = load_config(config, plan.eval_opts_of(model), device="cpu")
+        weights = plan.weights[model]
         predictor = Predictor(cfg, weights)
         inputs = [predictor.preprocess(read_image(d["file_name"], format="BGR")) for d in dicts]
         speed = measure_cpu_speed(predictor.model, inputs, warmup=warmup, iters=iters)

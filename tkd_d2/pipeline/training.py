@@ -69,10 +69,10 @@ def prepare_data(plan):
     """Check every model's overrides, then register, generate or read the datasets (and derive
     a custom set's settings); returns whether a synthetic set was generated."""
     plan.trained_configs()  # a bad key in --opts fails here, before any training
-    cfg = load_config(plan.configs["teacher"], plan.eval_opts)
+    cfg = load_config(plan.configs["baseline"], plan.eval_opts)
     plan.test_dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     if not plan.test_dataset:
-        raise StageError(f"{plan.configs['teacher']} has no DATASETS.TEST to evaluate on")
+        raise StageError(f"{plan.configs['baseline']} has no DATASETS.TEST to evaluate on")
     generated = False
     custom = plan.options.dataset == CUSTOM
     train_dicts = []
