@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from tkd_d2.distill.crd import (align_to_teacher_statistics, crd_box_loss, crd_centerness_loss, crd_cls_loss,
-                                teacher_box_weight)
+                                teacher_box_weight, trusted_boxes, trusted_cls)
 
 
 def random_boxes(shape, seed):
@@ -152,3 +152,47 @@ def test_align_to_teacher_statistics_single_location_is_finite():
     torch.testing.assert_close(aligned, t)  # one location: the teacher's mean is the teacher
     aligned.sum().backward()
     assert torch.isfinite(s.grad).all()
+
+
+def test_trusted_cls_keeps_the_logits_where_the_teacher_is_nearer_the_label():
+    logit = lambda p: torch.logit(torch.tensor(p))  # noqa: E731
+    # 3 locations x 2 classes: class 0, background (label 2), ignored (-1)
+    student = torch.stack([logit([0.3, 0.4]), logit([0.5, 0.1]), logit([0.9, 0.9])])
+    teacher = torch.stack([logit([0.6, 0.6]), logit([0.2, 0.1]), logit([0.1, 0.1])])
+    labels = torch.tensor([0, 2, -1])
+    trusted = trusted_cls(student, teacher, labels)
+    # class 0's logit: 0.6 nearer 1 than 0.3; class 1's: 0.6 farther from 0 than 0.4
+    # background: 0.2 nearer 0 than 0.5, a tie (0.1) counts as trusted; ignored: no label, trusted
+    assert trusted.tolist() == [[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]]
+    assert trusted_cls(teacher, teacher, labels).eq(1).all()
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0])
+def test_trusted_cls_loss_never_pulls_a_logit_away_from_its_label(beta):
+    g = torch.Generator().manual_seed(0)
+    student = (torch.randn(4, 50, 6, generator=g) * 2).requires_grad_()
+    teacher = torch.randn(4, 50, 6, generator=g) * 2
+    labels = torch.randint(-1, 7, (4, 50), generator=g)  # 6: background
+    weight = trusted_cls(student, teacher, labels)
+    assert 0 < weight.mean() < 1
+    crd_cls_loss(student, teacher, beta=beta, weight=weight).backward()
+    target = F.one_hot(labels.clamp(min=0), 7)[..., :6].float()
+    label_grad = student.detach().sigmoid() - target  # the ground truth's BCE gradient
+    labelled = (labels >= 0).unsqueeze(-1).expand_as(student)
+    assert (student.grad * label_grad)[labelled].min() >= 0
+    # the untrusted logits get no gradient at all
+    assert student.grad[weight == 0].abs().max() == 0
+    # without the trust weights some logits are pulled away from their labels
+    student.grad = None
+    crd_cls_loss(student, teacher, beta=beta).backward()
+    assert (student.grad * label_grad)[labelled].min() < 0
+
+
+def test_trusted_boxes_keep_the_positives_where_the_teacher_fits_the_ground_truth_better():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]]).expand(4, 4)
+    student = torch.tensor([[0.0, 0.0, 8.0, 8.0], [0.0, 0.0, 10.0, 10.0], [1.0, 1.0, 9.0, 9.0], [0.0, 0.0, 5.0, 5.0]])
+    teacher = torch.tensor([[0.0, 0.0, 9.0, 10.0], [0.0, 0.0, 9.0, 9.0], [1.0, 1.0, 9.0, 9.0], [0.0, 0.0, 1.0, 1.0]])
+    positive = torch.tensor([True, True, True, False])
+    # better, worse, equal (trusted), and a location without a ground-truth box (trusted)
+    assert trusted_boxes(student, teacher, gt, positive).tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert trusted_boxes(student[None], teacher[None], gt[None], positive[None]).shape == (1, 4)

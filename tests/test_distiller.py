@@ -557,3 +557,28 @@ def test_a_weight_multiplies_its_term_in_the_forward_pass(tmp_path, family):
         doubled, = _steps(twice, (0,))
         for k in kd + list(DETECTION if family == "retinanet" else ()):
             assert doubled[k] == pytest.approx(base[k] * (2 if k == term else 1), rel=1e-5), (term, k)
+
+
+def test_crd_trust_where_better_weights_crd_by_where_the_teacher_is_nearer_the_truth(tmp_path, family):
+    yaml = _yaml(family)
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, SMALL)
+    extra = ["MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.PARTS", '["crd"]']
+    losses, trusted = {}, {}
+    for trust in ("always", "where_better"):
+        torch.manual_seed(0)  # the same student both times
+        model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL,
+                                           extra + ["MODEL.TKD.CRD.TRUST", trust]))
+        model.train()
+        with EventStorage() as storage:
+            losses[trust] = model(_batch())
+            trusted[trust] = {k: v.latest() for k, v in storage.histories().items() if k.startswith("crd_trusted")}
+    assert trusted["always"] == {}
+    # a random teacher is nearer the truth at some logits and boxes, not at all
+    assert set(trusted["where_better"]) == {"crd_trusted_cls", "crd_trusted_box"}
+    assert all(0 < v < 1 for v in trusted["where_better"].values()), trusted
+    for term in ("loss_crd_cls", "loss_crd_box"):
+        assert 0 < float(losses["where_better"][term]) < float(losses["always"][term]), term
+    for term in DETECTION if family == "retinanet" else ():
+        assert float(losses["where_better"][term]) == pytest.approx(float(losses["always"][term]))
+    with pytest.raises(ConfigError, match="MODEL.TKD.CRD.TRUST='sometimes'"):
+        build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra + ["MODEL.TKD.CRD.TRUST", "sometimes"]))

@@ -13,11 +13,15 @@ from torch import Tensor
 from torchvision.ops import complete_box_iou_loss, generalized_box_iou_loss
 
 __all__ = ["crd_cls_loss", "crd_box_loss", "crd_centerness_loss", "teacher_box_weight", "align_to_teacher_statistics",
-           "CRD_BOX_LOSSES"]
+           "trusted_cls", "trusted_boxes", "CRD_BOX_LOSSES", "CRD_TRUST"]
 
 _EPS = 1e-7
 # box losses crd_box_loss offers (mode=)
 CRD_BOX_LOSSES = ("giou", "ciou", "iou", "log_iou")
+# MODEL.TKD.CRD.TRUST: where the student learns from the teacher. "always": everywhere (CrossKD);
+# "where_better": only where the teacher is at least as close to the ground truth as the student
+# itself (trusted_cls, trusted_boxes)
+CRD_TRUST = ("always", "where_better")
 
 
 def _normalise(total: Tensor, normalizer) -> Tensor:
@@ -31,8 +35,9 @@ def crd_cls_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float = 1
     """Quality-focal soft BCE against the teacher's probabilities (CrossKD's KDQualityFocalLoss).
 
     ``sum( BCE_logits(s, sigmoid(t)) · |sigmoid(t) - sigmoid(s)|^beta · weight ) / normalizer``;
-    ``weight`` (same leading shape as the logits without K, e.g. anchors' label weights) is
-    optional. Zero, with zero gradient, when the student logits equal the teacher's.
+    ``weight`` (optional) is per location (the logits' shape without K, e.g. anchors' label
+    weights) or per logit (the logits' shape, e.g. :func:`trusted_cls`). Zero, with zero
+    gradient, when the student logits equal the teacher's.
     """
     target = teacher_logits.detach().sigmoid()
     loss = F.binary_cross_entropy_with_logits(student_logits, target, reduction="none")
@@ -45,8 +50,41 @@ def crd_cls_loss(student_logits: Tensor, teacher_logits: Tensor, beta: float = 1
         gap = gap.pow(beta)
     loss = loss * gap
     if weight is not None:
-        loss = loss * weight.unsqueeze(-1).to(loss.dtype)
+        weight = weight if weight.dim() == loss.dim() else weight.unsqueeze(-1)
+        loss = loss * weight.to(loss.dtype)
     return _normalise(loss.sum(), normalizer)
+
+
+def trusted_cls(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor) -> Tensor:
+    """Per logit, 1 where the teacher's probability is at least as close to the ground truth as
+    the student's own, else 0: (..., K) logits, (...) assigned labels (K: background, -1: the
+    assigner ignores the location) → (..., K). The target of a logit is 1 for its location's
+    class and 0 otherwise; an ignored location has none, and trusts the teacher.
+
+    Where it is 1, moving the student toward the teacher moves it toward the ground truth, so
+    distillation through these weights never pulls a logit away from its label; a teacher
+    worse than the student at a logit is not copied there."""
+    num_classes = student_logits.shape[-1]
+    target = F.one_hot(labels.clamp(min=0), num_classes + 1)[..., :num_classes].to(student_logits.dtype)
+    with torch.no_grad():
+        teacher_error = (teacher_logits.sigmoid() - target).abs()
+        student_error = (student_logits.sigmoid() - target).abs()
+        trusted = (teacher_error <= student_error) | (labels < 0).unsqueeze(-1)
+    return trusted.to(student_logits.dtype)
+
+
+def trusted_boxes(student_boxes: Tensor, teacher_boxes: Tensor, gt_boxes: Tensor, positive: Tensor) -> Tensor:
+    """Per location, 1 where the teacher's box overlaps the matched ground-truth box at least as
+    well (IoU) as the student's own, else 0; (..., 4) XYXY boxes, (...) bool ``positive`` (the
+    locations with a ground-truth box: elsewhere no box is trained, and the teacher is trusted)
+    → (...)."""
+    with torch.no_grad():
+        shape = positive.shape
+        gt = gt_boxes.reshape(-1, 4)
+        teacher_iou = _paired_iou(teacher_boxes.reshape(-1, 4), gt).reshape(shape)
+        student_iou = _paired_iou(student_boxes.reshape(-1, 4), gt).reshape(shape)
+        trusted = (teacher_iou >= student_iou) | ~positive
+    return trusted.to(student_boxes.dtype)
 
 
 def teacher_box_weight(teacher_logits: Tensor) -> Tensor:

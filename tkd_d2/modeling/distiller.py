@@ -24,7 +24,8 @@ from detectron2.utils.events import get_event_storage
 
 from ..config import student_cfg as to_student_cfg
 from ..distill.balance import BALANCE_MEASURES, LossBalancer, gradient_norms
-from ..distill.crd import CRD_BOX_LOSSES, crd_box_loss, crd_centerness_loss, crd_cls_loss, teacher_box_weight
+from ..distill.crd import (CRD_BOX_LOSSES, CRD_TRUST, crd_box_loss, crd_centerness_loss, crd_cls_loss,
+                           teacher_box_weight, trusted_boxes, trusted_cls)
 from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
 from ..errors import ConfigError, KDLossError
@@ -68,6 +69,7 @@ class TKDDistiller(nn.Module):
         crd_box_loss_type: str = "giou",
         crd_normalizer: str = "running",
         crd_ignored_anchors: str = "include",
+        crd_trust: str = "always",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         balancer: LossBalancer = None,
@@ -89,6 +91,7 @@ class TKDDistiller(nn.Module):
             crd_box_loss_type: one of ``CRD_BOX_LOSSES`` (MODEL.TKD.CRD.BOX_LOSS).
             crd_normalizer: one of ``CRD_NORMALIZERS`` (MODEL.TKD.CRD.NORMALIZER).
             crd_ignored_anchors: one of ``CRD_IGNORED_ANCHORS`` (MODEL.TKD.CRD.IGNORED_ANCHORS).
+            crd_trust: one of ``CRD_TRUST`` (MODEL.TKD.CRD.TRUST).
             feature_align: one of ``FEATURE_ALIGNS`` (MODEL.TKD.FEATURE_ALIGN).
         """
         super().__init__()
@@ -112,6 +115,9 @@ class TKDDistiller(nn.Module):
         if crd_ignored_anchors not in CRD_IGNORED_ANCHORS:
             raise ConfigError(f"MODEL.TKD.CRD.IGNORED_ANCHORS={crd_ignored_anchors!r} is not one of "
                               f"{CRD_IGNORED_ANCHORS}")
+        if crd_trust not in CRD_TRUST:
+            raise ConfigError(f"MODEL.TKD.CRD.TRUST={crd_trust!r} is not one of {CRD_TRUST}")
+        self.crd_trust_where_better = crd_trust == "where_better"
         self.family = _family_of_module(student)
         # only where the assigner ignores some anchors (RetinaNet), and asked to
         self.crd_exclude_ignored = crd_ignored_anchors == "exclude" and self.family.assigner_ignores
@@ -213,6 +219,7 @@ class TKDDistiller(nn.Module):
             "crd_box_loss_type": tkd.CRD.BOX_LOSS,
             "crd_normalizer": tkd.CRD.NORMALIZER,
             "crd_ignored_anchors": tkd.CRD.IGNORED_ANCHORS,
+            "crd_trust": tkd.CRD.TRUST,
             "ded": ded,
             "drd": drd,
             "balancer": balancer,
@@ -344,16 +351,23 @@ class TKDDistiller(nn.Module):
         anchors = student.anchor_generator(s_feats)  # per level Boxes; teacher's are the same
         # The assignment again (one IoU matrix / point test per image): the student's own
         # losses keep theirs inside detectron2's forward_training.
-        exclude_ignored = self.crd_exclude_ignored
-        need_labels = exclude_ignored or self.crd_normalizer == "reference"
+        exclude_ignored, trust = self.crd_exclude_ignored, self.crd_trust_where_better
+        need_labels = exclude_ignored or self.crd_normalizer == "reference" or trust
         labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
+        stacked = torch.stack(labels) if need_labels else None  # (N, R)
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
-        label_weight = (torch.stack(labels) >= 0).to(t_logits.dtype) if exclude_ignored else None
+        label_weight = (stacked >= 0).to(t_logits.dtype) if exclude_ignored else None
         normalizer = self._crd_normalizer(anchors, labels, matched_boxes)
         if "loss_crd_cls" in active:
             r_logits = flatten_levels(reused[0], num_classes)
+            cls_weight = label_weight
+            if trust:  # (N, R, K): the logits where the teacher is nearer the label than the student
+                cls_weight = trusted_cls(flatten_levels(s_head.predictions[0], num_classes), t_logits, stacked)
+                self._put_trust("crd_trusted_cls", cls_weight)
+                if label_weight is not None:
+                    cls_weight = cls_weight * label_weight.unsqueeze(-1)
             out["loss_crd_cls"] = crd_cls_loss(
-                r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer, weight=label_weight
+                r_logits, t_logits, beta=self.crd_beta, normalizer=normalizer, weight=cls_weight
             )
         if "loss_crd_box" in active or "loss_crd_ctr" in active:
             weight = teacher_box_weight(t_logits)  # (N, R): teacher's max class probability
@@ -369,8 +383,17 @@ class TKDDistiller(nn.Module):
             transform = teacher.box2box_transform
             r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
+            box_weight = weight
+            if trust:  # the positives where the teacher's box fits the ground truth at least as well
+                positive = (stacked >= 0) & (stacked != num_classes)
+                with torch.no_grad():
+                    s_deltas = flatten_levels(s_head.predictions[1], 4).reshape(-1, 4)
+                    s_boxes = student.box2box_transform.apply_deltas(s_deltas, flat_anchors).view(n, r, 4)
+                trusted = trusted_boxes(s_boxes, t_boxes, torch.stack(matched_boxes), positive)
+                self._put_trust("crd_trusted_box", trusted[positive])
+                box_weight = weight * trusted
             out["loss_crd_box"] = crd_box_loss(
-                r_boxes, t_boxes, weight, normalizer=normalizer, mode=self.crd_box_loss_type,
+                r_boxes, t_boxes, box_weight, normalizer=normalizer, mode=self.crd_box_loss_type,
                 valid_mask=None if label_weight is None else label_weight > 0,
             )
         if "loss_crd_ctr" in active:
@@ -380,6 +403,12 @@ class TKDDistiller(nn.Module):
                 r_ctr, t_ctr, weight, normalizer=normalizer
             )
         return out
+
+    @staticmethod
+    def _put_trust(name, trusted):
+        """Log the share of ``trusted`` locations (metrics.json, the curves)."""
+        if trusted.numel():
+            get_event_storage().put_scalar(name, float(trusted.float().mean()))
 
     def _crd_normalizer(self, anchors, labels, matched_boxes):
         """What CRD's sums are divided by (MODEL.TKD.CRD.NORMALIZER).
