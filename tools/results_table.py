@@ -70,6 +70,7 @@ _FCOS_LONG = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation"
 _FCOS_LONG_70 = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4"
 _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 _ALIGN = "accuracy_synthetic_retinanet_Lite2_Lite0_feature_align"
+_WEAK = "accuracy_synthetic_retinanet_Lite2_Lite0_weak_teacher"
 PARTS_ROWS = [
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
@@ -90,6 +91,12 @@ PARTS_ROWS = [
         ("CRD + DED", [(_ALIGN, "crd_ded")]), ("TKD (all three)", [(_ALIGN, "tkd")]),
         ("CRD + DED, teacher-side projection", [(_ALIGN + "_teacher", "crd_ded")]),
         ("TKD, teacher-side projection", [(_ALIGN + "_teacher", "tkd")])]),
+    ("RetinaNet Lite2 → Lite0, synthetic set, 500 it, the 87.8 teacher: `MODEL.TKD.CRD.TRUST`", [
+        ("baseline", [(_SYNTHETIC, "baseline")]), ("CRD", [("accuracy_synthetic_retinanet_Lite2_Lite0_trust_teacher", "crd")]),
+        ("CRD, trusted where better", [("accuracy_synthetic_retinanet_Lite2_Lite0_trust", "crd")])]),
+    ("RetinaNet Lite2 → Lite0, synthetic set, 500 it, a weak teacher (200 it, 65.2): `MODEL.TKD.CRD.TRUST`", [
+        ("baseline", [(_WEAK, "baseline")]), ("CRD", [(_WEAK, "crd")]),
+        ("CRD, trusted where better", [(_WEAK + "_trust", "crd")])]),
 ]
 
 
