@@ -254,6 +254,7 @@ def test_reference_preset_sets_the_reference_values(name, opts, box_loss, cls_we
     assert (tkd.CRD.BOX_LOSS, tkd.CRD.CLS_WEIGHT, tkd.CRD.BOX_WEIGHT) == (box_loss, cls_weight, box_weight)
     assert tkd.CRD.NORMALIZER == "reference" and tkd.DRD.INSTANCE_FORM == "reference"
     assert tuned.MODEL.TKD.CRD.IGNORED_ANCHORS == "include" and tkd.CRD.IGNORED_ANCHORS == "exclude"
+    assert tkd.CRD.TRUST == "always"  # CrossKD distils everywhere, whatever the default
 
 
 def test_tuned_preset_is_todays_config():
