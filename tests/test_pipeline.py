@@ -373,6 +373,10 @@ def test_report_warns_when_the_teacher_is_not_above_the_baseline(tmp_path, teach
     assert ("The teacher is not above the baseline student" in text) == warned
     if warned:
         assert f"AP50 {teacher_ap50:.2f} vs 70.00" in text and "--redo teacher" in text
+        # a given teacher cannot be trained again by the run: the advice is another --teacher
+        given = write_report(str(tmp_path / "given.md"), Report(title="t", dataset="d", models=models, stages=[],
+                                                                teacher_given=True))
+        assert "pass its folder as `--teacher`" in given and "--redo teacher" not in given
 
 
 # ------------------------------------------------------------------------------ library

@@ -273,6 +273,7 @@ class Pipeline:
             pictures_note=f"Each picture: ground truth | teacher | baseline | TKD student "
                           f"(boxes scoring at least {options.score_thresh:g}).",
             commands=commands,
+            teacher_given=plan.teacher_given,
         )
 
     def stage_report(self):

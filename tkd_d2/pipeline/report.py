@@ -104,6 +104,7 @@ class Report:
     pictures: List[str] = dataclasses.field(default_factory=list)  # PNGs
     pictures_note: str = ""
     commands: List[Tuple[str, str]] = dataclasses.field(default_factory=list)  # (stage, command)
+    teacher_given: bool = False  # --teacher: trained before the run, not by it
 
 
 # ------------------------------------------------------------------------------ reading
@@ -266,7 +267,7 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not math.isnan(value)
 
 
-def _weak_teacher_note(results):
+def _weak_teacher_note(results, teacher_given=False):
     """A warning when the teacher's AP50 is not above the baseline student's: distillation
     passes on what the teacher knows, so from such a teacher it cannot be expected to help."""
     teacher = results.get("teacher", {}).get("bbox", {}).get("AP50")
@@ -277,7 +278,10 @@ def _weak_teacher_note(results):
         return None
     return (f"**The teacher is not above the baseline student** (AP50 {teacher:.2f} vs {baseline:.2f}): "
             "distillation passes on what the teacher knows, so from this teacher TKD cannot be expected "
-            "to help. Train the teacher longer (a larger `--budget` or `--epochs`, then `--redo teacher`).")
+            "to help. " + ("Distil from a stronger one: train it longer and pass its folder as `--teacher`."
+                           if teacher_given else
+                           "Train the teacher longer (a larger `--budget` or `--epochs`, then `--redo teacher`), "
+                           "or train one apart and pass its folder as `--teacher`."))
 
 
 def write_report(path, report):
@@ -309,7 +313,7 @@ def write_report(path, report):
                 deltas.append(f"{k} {b - a:+.2f}")
         if deltas:
             lines += ["TKD student minus baseline student: " + ", ".join(deltas) + " points.", ""]
-    weak = _weak_teacher_note(results)
+    weak = _weak_teacher_note(results, report.teacher_given)
     if weak:
         lines += [weak, ""]
     per_class = {m.key: per_class_ap50_of(results.get(m.key, {}).get("bbox", {})) for m in models}
