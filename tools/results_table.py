@@ -40,10 +40,10 @@ ROWS = [
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "tkd")]}),
-    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations; TKD: all three parts, balanced", {
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, shipped default (CRD alone)", {
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "baseline")],
-        "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "tkd")]}),
+        "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "crd")]}),
     ("FCOS Lite2 → Lite0, NEU-DET, short schedule (160 px, 600 it)", {
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0", "teacher"),
                     ("accuracy_neu_det_fcos_Lite2_Lite0_teacher_seed2", "teacher")],
