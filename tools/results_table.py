@@ -71,6 +71,7 @@ _FCOS_LONG_70 = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4"
 _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 _ALIGN = "accuracy_synthetic_retinanet_Lite2_Lite0_feature_align"
 _WEAK = "accuracy_synthetic_retinanet_Lite2_Lite0_weak_teacher"
+_ORIENT = "accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation"
 PARTS_ROWS = [
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
@@ -97,6 +98,9 @@ PARTS_ROWS = [
     ("RetinaNet Lite2 → Lite0, synthetic set, 500 it, a weak teacher (200 it, 65.2): `MODEL.TKD.CRD.TRUST`", [
         ("baseline", [(_WEAK, "baseline")]), ("CRD", [(_WEAK, "crd")]),
         ("CRD, trusted where better", [(_WEAK + "_trust", "crd")])]),
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, the kept 67.7 teacher: `MODEL.TKD.CRD.TRUST`", [
+        ("baseline", [(_ORIENT, "baseline")]), ("CRD", [(_ORIENT, "crd")]),
+        ("CRD, trusted where better", [(_ORIENT + "_trust", "crd")]), ("TKD (all three)", [(_ORIENT, "tkd")])]),
 ]
 
 
