@@ -29,6 +29,7 @@ from tkd_d2.config import TKD_PARTS, is_distiller_config, load_config, schedule_
 from tkd_d2.evaluation import RESULTS_FILE, load_ap_results, per_class_ap50_of  # noqa: E402
 from tkd_d2.pipeline import TINY_OPTS, Stage, StageError, StageRunner  # noqa: E402
 from tkd_d2.pipeline.training import entry_command, eval_job, train_job  # noqa: E402
+from tkd_d2.pipeline.options import missing_run_files  # noqa: E402
 
 # teacher -> student backbone pairs: (teacher config, student config, TKD config, preset)
 PAIRS = {
@@ -202,7 +203,7 @@ def main():
         if args.stage == "teacher" or args.teacher_seed is not None:
             raise SystemExit("--teacher DIR is a trained teacher: it takes neither --stage teacher nor --teacher-seed")
         teacher_out = Path(args.teacher).resolve()
-        missing = [f for f in ("config.yaml", "model_final.pth") if not (teacher_out / f).is_file()]
+        missing = missing_run_files(teacher_out)
         if missing:
             raise SystemExit(f"--teacher {args.teacher}: no {' or '.join(missing)} in it")
     elif args.stage in ("teacher", "all"):

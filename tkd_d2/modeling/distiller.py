@@ -355,9 +355,10 @@ class TKDDistiller(nn.Module):
         need_labels = exclude_ignored or self.crd_normalizer == "reference" or trust
         labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
         stacked = torch.stack(labels) if need_labels else None  # (N, R)
+        positive = (stacked >= 0) & (stacked != num_classes) if need_labels else None  # (N, R)
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
         label_weight = (stacked >= 0).to(t_logits.dtype) if exclude_ignored else None
-        normalizer = self._crd_normalizer(anchors, labels, matched_boxes)
+        normalizer = self._crd_normalizer(anchors, positive, matched_boxes)
         if "loss_crd_cls" in active:
             r_logits = flatten_levels(reused[0], num_classes)
             cls_weight = label_weight
@@ -385,7 +386,6 @@ class TKDDistiller(nn.Module):
             t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
             box_weight = weight
             if trust:  # the positives where the teacher's box fits the ground truth at least as well
-                positive = (stacked >= 0) & (stacked != num_classes)
                 with torch.no_grad():
                     s_deltas = flatten_levels(s_head.predictions[1], 4).reshape(-1, 4)
                     s_boxes = student.box2box_transform.apply_deltas(s_deltas, flat_anchors).view(n, r, 4)
@@ -410,19 +410,18 @@ class TKDDistiller(nn.Module):
         if trusted.numel():
             get_event_storage().put_scalar(name, float(trusted.float().mean()))
 
-    def _crd_normalizer(self, anchors, labels, matched_boxes):
+    def _crd_normalizer(self, anchors, positive, matched_boxes):
         """What CRD's sums are divided by (MODEL.TKD.CRD.NORMALIZER).
 
         "running": the student's running average of positives per batch, as its own losses
         (detectron2's EMA: early on and after a change far from the batch's count).
         "reference": the batch's positive anchors (RetinaNet; at least 1) or the sum of the
         positives' centerness targets (FCOS; at least 1e-6), as the reference's avg_factor
-        (per process: the reference's FCOS averages it over GPUs).
+        (per process: the reference's FCOS averages it over GPUs). ``positive``: (N, R), the
+        anchors assigned a class (None unless labels were needed).
         """
         if self.crd_normalizer == "running":
             return float(getattr(self.student, "loss_normalizer", 1.0))
-        labels = torch.stack(labels)  # (N, R)
-        positive = (labels >= 0) & (labels != self.student.num_classes)
         if self.family.reference_crd_normalizer == "positives":
             return positive.sum().clamp_min(1).to(torch.float32)
         centerness = self.student.compute_ctrness_targets(anchors, matched_boxes)  # (N, R)

@@ -12,6 +12,8 @@ from .budget import parse_duration
 from .stages import expand_redo
 
 __all__ = [
+    "TRAINED_RUN_FILES",
+    "missing_run_files",
     "BACKBONE_PAIRS",
     "CUSTOM",
     "DATASET_CONFIG_DIRS",
@@ -83,6 +85,15 @@ def _warmup_timed(flag, given, default):
     return values
 
 
+# what a finished training leaves in its OUTPUT_DIR, and a teacher to distil from needs
+TRAINED_RUN_FILES = ("config.yaml", "model_final.pth")
+
+
+def missing_run_files(folder):
+    """The :data:`TRAINED_RUN_FILES` that ``folder`` lacks ([] for a finished training's)."""
+    return [name for name in TRAINED_RUN_FILES if not os.path.isfile(os.path.join(folder, name))]
+
+
 def _given_teacher(folder, options):
     """The absolute ``--teacher`` folder, which must hold what a training writes there (its
     ``config.yaml`` and ``model_final.pth``); options that train a teacher are refused."""
@@ -90,10 +101,10 @@ def _given_teacher(folder, options):
     if not os.path.isdir(folder):
         raise ConfigError(f"--teacher {folder}: no such folder (give the OUTPUT_DIR of a finished "
                           "teacher training, holding config.yaml and model_final.pth)")
-    for name in ("config.yaml", "model_final.pth"):
-        if not os.path.isfile(os.path.join(folder, name)):
-            raise ConfigError(f"--teacher {folder}: {name} is missing (a training writes config.yaml "
-                              "when it starts and model_final.pth when it ends)")
+    missing = missing_run_files(folder)
+    if missing:
+        raise ConfigError(f"--teacher {folder}: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                          "missing (a training writes config.yaml when it starts and model_final.pth when it ends)")
     if options.teacher_config:
         raise ConfigError("--teacher and --teacher-config: give one (--teacher: a trained teacher's "
                           "folder, whose config.yaml is its config)")

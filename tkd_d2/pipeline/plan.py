@@ -11,7 +11,7 @@ from ..data import (coco_category_names, derive_settings, format_inspection, ins
 from ..data.inspection import DEFAULT_EPOCHS
 from ..errors import ConfigError
 from ..evaluation import RESULTS_FILE
-from ..modeling import family_named
+from ..modeling import family_named, family_of
 from .options import CUSTOM, DATASET_CONFIG_DIRS, TINY_OPTS, PipelineOptions, default_config_names
 from .stages import MODELS
 
@@ -42,7 +42,6 @@ class Plan:
         self.out = options.output
         self.dirs = {m: os.path.join(self.out, m) for m in MODELS}
         # --teacher: trained before; its folder's config and weights are used as they are
-        self.teacher_given = bool(options.teacher)
         if self.teacher_given:
             self.dirs["teacher"] = options.teacher
             self.configs["teacher"] = os.path.join(options.teacher, "config.yaml")
@@ -94,14 +93,17 @@ class Plan:
             tests = load_config(self.configs["baseline"], self.eval_opts, register_datasets=False).DATASETS.TEST
             self.teacher_eval_opts = data + ["DATASETS.TEST", repr(tuple(tests))]
 
+    @property
+    def teacher_given(self):
+        """Whether the teacher was trained before the run (``--teacher``), not by it."""
+        return bool(self.options.teacher)
+
     def eval_opts_of(self, key):
         """The overrides model ``key`` is evaluated (and drawn, and timed) with."""
         return self.teacher_eval_opts if key == "teacher" else self.eval_opts
 
     def _check_given_teacher(self, teacher, student):
         """A --teacher must be a detector of the students' family with their class count."""
-        from ..modeling import family_of
-
         path = self.configs["teacher"]
         family = family_of(teacher)
         if family is not self.family:
@@ -109,10 +111,8 @@ class Plan:
                               f"(MODEL.META_ARCHITECTURE {teacher.MODEL.META_ARCHITECTURE}); the "
                               f"students are {self.family.label} (--detector {self.options.detector})")
         key = f"MODEL.{family.config_node}.NUM_CLASSES"
-        given = getattr(teacher.MODEL, family.config_node).NUM_CLASSES
-        wanted = getattr(student.MODEL, family.config_node).NUM_CLASSES
-        if self.options.dataset == CUSTOM:
-            wanted = len(self.custom_classes())
+        given = family.num_classes(teacher)
+        wanted = len(self.custom_classes()) if self.options.dataset == CUSTOM else family.num_classes(student)
         if given != wanted:
             raise ConfigError(f"--teacher {self.options.teacher}: {path} has {key} {given}; the "
                               f"students' data have {wanted} classes")
@@ -217,8 +217,6 @@ class Plan:
     def derive_from(self, cfg, train_dicts):
         """Input size, anchors and an epoch schedule from the training data (see
         :func:`tkd_d2.data.derive_settings`); every model's overrides are rebuilt with them."""
-        from ..modeling import family_of
-
         name = ", ".join(cfg.DATASETS.TRAIN)
         classes = MetadataCatalog.get(cfg.DATASETS.TRAIN[0]).get("thing_classes", None)
         stats, arrays = inspect_dataset(train_dicts, classes, name, check_images=False)
