@@ -36,11 +36,12 @@ The exported student against the eager models: ``benchmarks/bench_runtimes.py``.
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_results_dir_argument, command_line, load_cfg, machine, write_result  # noqa: E402
+
+from tkd_d2.pipeline.speed import sample_seconds  # noqa: E402
 
 ROLES = ("student", "teacher")
 POSTPROCESS = ("config", "all")
@@ -173,10 +174,7 @@ def main():
     samples = {key: [] for key in fns}
     for r in range(args.rounds):
         for key, fn in fns.items():
-            for _ in range(args.images):
-                t0 = time.perf_counter()
-                fn()
-                samples[key].append(time.perf_counter() - t0)
+            samples[key] += sample_seconds(lambda _: fn(), args.images)
         print(f"round {r + 1}/{args.rounds}: " + ", ".join(
             f"{'/'.join(k)} {statistics.median(v[-args.images:]) * 1e3:.0f}ms" for k, v in samples.items()),
             file=sys.stderr, flush=True)

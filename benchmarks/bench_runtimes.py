@@ -28,11 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import add_results_dir_argument, command_line, load_cfg, machine, write_result  # noqa: E402
+
+from tkd_d2.pipeline.speed import sample_seconds  # noqa: E402
 
 PAIRS = {"lite": ("Lite2", "Lite0"), "resnet": ("R_50", "R_18")}
 
@@ -165,12 +166,7 @@ def time_blocks(variants, warmup, rounds, block_warmup, images):
     for r in range(rounds):
         for v in order[r % len(order):] + order[: r % len(order)]:
             fn = variants[v][0]
-            for _ in range(block_warmup):
-                fn()
-            for _ in range(images):
-                t0 = time.perf_counter()
-                fn()
-                samples[v].append(time.perf_counter() - t0)
+            samples[v] += sample_seconds(lambda _: fn(), images, block_warmup)
     return samples
 
 
