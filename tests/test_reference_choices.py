@@ -16,8 +16,9 @@ from tkd_d2.errors import ConfigError
 from tkd_d2.modeling import TKDDistiller
 from test_distiller import KD_TERMS, SMALL, _batch, _cfg, _distiller_cfg, _freeze_bn, _teacher_file, _yaml
 
-# fixed weights: every call is a trained step (a balance would only observe its first ones)
-CRD_ONLY = ["MODEL.TKD.PARTS", '["crd"]', "MODEL.TKD.BALANCE.ENABLED", False]
+# fixed weights: every call is a trained step (a balance would only observe its first ones); CRD
+# distilled everywhere, as the reference does, so that each choice below is seen on its own
+CRD_ONLY = ["MODEL.TKD.PARTS", '["crd"]', "MODEL.TKD.BALANCE.ENABLED", False, "MODEL.TKD.CRD.TRUST", "always"]
 
 
 def _assignment(model, batch):
@@ -103,6 +104,20 @@ def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
     assert cls_calls[0][1]["weight"] is None and box_calls[0][1]["valid_mask"] is None
     # the student's own loss assigns once; CRD with the running normaliser needs no second one
     assert len(label_calls) == 1
+
+
+def test_crd_trusted_where_better_still_includes_the_ignored_anchors(tmp_path, monkeypatch):
+    model = _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.TRUST", "where_better"])  # the default
+    batch = _batch()
+    _, labels, _ = _assignment(model, batch)
+    assert (labels == -1).any(), "the batch must have ignored anchors"
+    cls_calls, box_calls = _spy(monkeypatch, "crd_cls_loss"), _spy(monkeypatch, "crd_box_loss")
+    with EventStorage():
+        model(batch)
+    weight = cls_calls[0][1]["weight"]  # (N, R, K): which logits the teacher is trusted at
+    assert (weight[labels == -1] == 1).all()  # an ignored anchor has no label to be nearer to
+    assert ((weight[labels >= 0] == 0).any())  # elsewhere the gate acts
+    assert box_calls[0][1]["valid_mask"] is None
 
 
 def _spy_method(monkeypatch, obj, name):

@@ -32,7 +32,7 @@ ROWS = [
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "tkd")]}),
-    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, shipped default (CRD alone, balanced)", {
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, CRD alone (balanced, distilled everywhere)", {
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_teacher_retrained", "teacher")],
         "baseline": [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4", "crd")]}),
@@ -40,7 +40,7 @@ ROWS = [
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200", "tkd")]}),
-    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, shipped default (CRD alone)", {
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, CRD alone (distilled everywhere)", {
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "crd")]}),
@@ -54,10 +54,14 @@ ROWS = [
                     ("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7_teacher_seed2", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_ratios7", "tkd")]}),
-    ("RetinaNet Lite2 → Lite0, DeepPCB (unseen data; the pipeline's defaults, `--budget 1h`)", {
+    ("RetinaNet Lite2 → Lite0, DeepPCB (unseen data; `--budget 1h`: 459 it on 12-03, plain CRD)", {
         "teacher": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "teacher")],
         "baseline": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "baseline")],
         "tkd": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h", "tkd")]}),
+    ("RetinaNet Lite2 → Lite0, DeepPCB (`--budget 1h`: 591 it on 12-05, shipped default: CRD trusted where better)", {
+        "teacher": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust", "teacher")],
+        "baseline": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust", "baseline")],
+        "tkd": [("accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust", "tkd")]}),
     ("RetinaNet R-50 → R-18 from scratch, NEU-DET (CPU budget)", {
         "teacher": [("accuracy_neu_det_retinanet", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet", "baseline")],
@@ -72,6 +76,7 @@ _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 _ALIGN = "accuracy_synthetic_retinanet_Lite2_Lite0_feature_align"
 _WEAK = "accuracy_synthetic_retinanet_Lite2_Lite0_weak_teacher"
 _ORIENT = "accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation"
+_PCB_TRUST = "accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust"
 PARTS_ROWS = [
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
@@ -101,6 +106,9 @@ PARTS_ROWS = [
     ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, the kept 67.7 teacher: `MODEL.TKD.CRD.TRUST`", [
         ("baseline", [(_ORIENT, "baseline")]), ("CRD", [(_ORIENT, "crd")]),
         ("CRD, trusted where better", [(_ORIENT + "_trust", "crd")]), ("TKD (all three)", [(_ORIENT, "tkd")])]),
+    ("RetinaNet Lite2 → Lite0, DeepPCB, `--budget 1h` (591 it), the run's 89.6 teacher: `MODEL.TKD.CRD.TRUST`", [
+        ("baseline", [(_PCB_TRUST, "baseline")]), ("CRD", [(_PCB_TRUST, "crd")]),
+        ("CRD, trusted where better", [(_PCB_TRUST, "tkd")])]),
 ]
 
 

@@ -102,9 +102,9 @@ def add_tkd_config(cfg):
     # positives, RetinaNet; their centerness-target sum, FCOS)
     _C.MODEL.TKD.CRD.NORMALIZER = "running"
     _C.MODEL.TKD.CRD.IGNORED_ANCHORS = "include"  # RetinaNet's label -1 anchors in CRD, or "exclude"
-    # "always" (distil everywhere) or "where_better": each class logit and each positive's box only
-    # where the teacher is at least as close to the ground truth as the student (distill/crd.py)
-    _C.MODEL.TKD.CRD.TRUST = "always"
+    # "where_better": each class logit and each positive's box only where the teacher is at least
+    # as close to the ground truth as the student (distill/crd.py); "always": everywhere (CrossKD)
+    _C.MODEL.TKD.CRD.TRUST = "where_better"
     _C.MODEL.TKD.FEATURE_WEIGHT = 1.0  # multiplies every DED and DRD weight
 
     # DED, decoupled expert: attention-weighted fg / bg feature imitation and structure

@@ -69,7 +69,7 @@ class TKDDistiller(nn.Module):
         crd_box_loss_type: str = "giou",
         crd_normalizer: str = "running",
         crd_ignored_anchors: str = "include",
-        crd_trust: str = "always",
+        crd_trust: str = "where_better",
         ded: DecoupledExpertLoss = None,
         drd: DualRelationLoss = None,
         balancer: LossBalancer = None,
