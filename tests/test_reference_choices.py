@@ -1,6 +1,7 @@
 """The official TKD code's choices and the traps around them: RetinaNet CRD can leave the
 anchors its assigner ignores out (the reference; the default keeps them), the reference CRD normalisers, a teacher with other anchors is a
 build-time error, and MODEL.TKD.PRESET "reference" sets the reference's values (user keys win)."""
+import contextlib
 import os
 
 import pytest
@@ -112,12 +113,42 @@ def test_crd_trusted_where_better_still_includes_the_ignored_anchors(tmp_path, m
     _, labels, _ = _assignment(model, batch)
     assert (labels == -1).any(), "the batch must have ignored anchors"
     cls_calls, box_calls = _spy(monkeypatch, "crd_cls_loss"), _spy(monkeypatch, "crd_box_loss")
+    label_calls = _spy_method(monkeypatch, model.student, "label_anchors")
     with EventStorage():
         model(batch)
     weight = cls_calls[0][1]["weight"]  # (N, R, K): which logits the teacher is trusted at
     assert (weight[labels == -1] == 1).all()  # an ignored anchor has no label to be nearer to
     assert ((weight[labels >= 0] == 0).any())  # elsewhere the gate acts
     assert box_calls[0][1]["valid_mask"] is None
+    # the gate reads the labels the student's own loss assigned: one assignment per step
+    assert len(label_calls) == 1
+
+
+@pytest.mark.parametrize("family,opts", [
+    ("retinanet", ["MODEL.TKD.CRD.TRUST", "where_better"]),
+    ("retinanet", ["MODEL.TKD.CRD.IGNORED_ANCHORS", "exclude", "MODEL.TKD.CRD.NORMALIZER", "reference"]),
+    ("fcos", ["MODEL.TKD.CRD.TRUST", "where_better", "MODEL.TKD.CRD.NORMALIZER", "reference"]),
+])
+def test_crd_on_the_kept_assignment_equals_crd_on_a_second_one(tmp_path, monkeypatch, family, opts):
+    model = _crd_model(tmp_path, family, opts)
+    batch = _batch()
+
+    def losses():
+        if hasattr(model.student, "loss_normalizer"):
+            del model.student.loss_normalizer  # the same running normaliser every call
+        torch.manual_seed(0)
+        with EventStorage():
+            return {k: float(v) for k, v in model(batch).items()}
+
+    kept = losses()
+    # without the kept assignment, CRD assigns the anchors again itself
+    monkeypatch.setattr(distiller_module, "keep_assignment", lambda student: contextlib.nullcontext({}))
+    label_calls = _spy_method(monkeypatch, model.student, "label_anchors")
+    again = losses()
+    assert len(label_calls) == 2
+    assert kept.keys() == again.keys() and {k for k in kept if k.startswith("loss_crd")}
+    for k in kept:
+        assert kept[k] == pytest.approx(again[k], rel=1e-6, abs=1e-9), k
 
 
 def _spy_method(monkeypatch, obj, name):

@@ -30,6 +30,7 @@ from ..distill.ded import DecoupledExpertLoss
 from ..distill.drd import DualRelationLoss
 from ..errors import ConfigError, KDLossError
 from .anchor_check import check_same_anchors
+from .assignment import keep_assignment
 from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
 from .kd_weights import kd_weights
@@ -275,7 +276,8 @@ class TKDDistiller(nn.Module):
         s_feats = [s_feature_dict[f] for f in student.head_in_features]
         s_head = run_head(student.head, *self._s_blocks, s_feats, self.reused_head_index)
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-        losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
+        with keep_assignment(student) as assignment:
+            losses = student.forward_training(images, s_feats, s_head.predictions, gt_instances)
 
         active = {k for k, v in self.weights.items() if v}
         need_crd = any(k.startswith("loss_crd") for k in active)
@@ -293,7 +295,7 @@ class TKDDistiller(nn.Module):
 
         kd = {}  # the KD terms, unweighted
         if need_crd:
-            kd.update(self._crd_losses(s_feats, s_head, t_head, gt_instances, active))
+            kd.update(self._crd_losses(s_feats, s_head, t_head, gt_instances, active, assignment))
         gt_boxes = [inst.gt_boxes.tensor for inst in gt_instances]
         s_level = [s_feature_dict[f] for f in self.in_features]
         t_level = [t_feature_dict[f] for f in self.in_features]
@@ -338,8 +340,10 @@ class TKDDistiller(nn.Module):
         norms = gradient_norms({"": detection, **terms}, maps)
         return norms, norms.pop("")
 
-    def _crd_losses(self, s_feats, s_head, t_head, gt_instances, active):
-        """The unweighted CRD terms named in ``active``."""
+    def _crd_losses(self, s_feats, s_head, t_head, gt_instances, active, assignment):
+        """The unweighted CRD terms named in ``active``; ``assignment``: the anchors and labels
+        the student's own losses used this step (:func:`keep_assignment`), empty if they were not
+        seen, and then made here."""
         student, teacher = self.student, self.teacher
         reused = reuse_teacher_head(
             teacher.head, *self._t_blocks, s_head, t_head, self.reused_head_index,
@@ -348,12 +352,14 @@ class TKDDistiller(nn.Module):
         num_classes = student.num_classes
         out = {}
         t_logits = flatten_levels(t_head.predictions[0], num_classes)
-        anchors = student.anchor_generator(s_feats)  # per level Boxes; teacher's are the same
-        # The assignment again (one IoU matrix / point test per image): the student's own
-        # losses keep theirs inside detectron2's forward_training.
+        # per level Boxes (the teacher's are the same) and the student's own assignment
+        anchors = assignment.get("anchors") or student.anchor_generator(s_feats)
         exclude_ignored, trust = self.crd_exclude_ignored, self.crd_trust_where_better
         need_labels = exclude_ignored or self.crd_normalizer == "reference" or trust
-        labels, matched_boxes = student.label_anchors(anchors, gt_instances) if need_labels else (None, None)
+        labels, matched_boxes = None, None
+        if need_labels:
+            labels, matched_boxes = (assignment["labels"], assignment["matched_boxes"]) if assignment \
+                else student.label_anchors(anchors, gt_instances)
         stacked = torch.stack(labels) if need_labels else None  # (N, R)
         positive = (stacked >= 0) & (stacked != num_classes) if need_labels else None  # (N, R)
         # (N, R): 0 where the assigner ignores the anchor (label -1), as the reference's label weights
