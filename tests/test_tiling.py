@@ -10,7 +10,7 @@ from detectron2.structures import Boxes, Instances
 from tkd_d2.config import load_config
 from tkd_d2.errors import ConfigError
 from tkd_d2.modeling.tiled import TiledDetector, tiled
-from tkd_d2.tiling import merge_tiled, tile_windows
+from tkd_d2.tiling import merge_tiled, seam_cut, tile_windows
 
 
 @pytest.mark.parametrize("height, width, size, overlap", [(1000, 2048, 512, 64), (300, 300, 128, 32),
@@ -39,11 +39,39 @@ def test_merge_joins_a_seam_fragment_and_a_duplicate_but_not_one_tiles_own_boxes
     scores = np.array([0.9, 0.95, 0.8, 0.7, 0.6], np.float32)
     classes = np.array([0, 0, 0, 0, 1])
     tiles = np.array([0, 1, 2, 0, 0])
-    out_boxes, out_scores, out_classes = merge_tiled(boxes, scores, classes, tiles)
+    cut = np.array([False, True, False, False, False])
+    out_boxes, out_scores, out_classes = merge_tiled(boxes, scores, classes, tiles, cut=cut)
     # the fragment scores highest: it absorbs the whole box (union) and the duplicate
     assert out_boxes.tolist() == [[100, 100, 160, 141], [100, 100, 150, 140], [100, 100, 160, 140]]
     assert out_scores.tolist() == pytest.approx([0.95, 0.7, 0.6])
     assert out_classes.tolist() == [0, 0, 1]
+
+
+def test_merge_never_enlarges_a_whole_box_nor_drops_an_uncut_box_inside_another():
+    boxes = np.array([[100, 100, 120, 120],   # a small defect, whole, tile 0
+                      [90, 90, 200, 200],     # a larger box around it from tile 1, lower score
+                      [99, 100, 121, 121],    # the small defect's duplicate from tile 1
+                      [150, 150, 180, 180],   # a whole box, tile 0
+                      [150, 150, 170, 180]],  # its fragment cut at tile 1's seam, lower score
+                     dtype=np.float32)
+    scores = np.array([0.9, 0.3, 0.5, 0.8, 0.6], np.float32)
+    tiles = np.array([0, 1, 1, 0, 1])
+    cut = np.array([False, False, False, False, True])
+    out_boxes, out_scores, _ = merge_tiled(boxes, scores, np.zeros(5, int), tiles, cut=cut)
+    # the duplicate and the fragment go; the whole boxes keep their own extent
+    assert out_boxes.tolist() == [[100, 100, 120, 120], [150, 150, 180, 180], [90, 90, 200, 200]]
+    assert out_scores.tolist() == pytest.approx([0.9, 0.8, 0.3])
+
+
+def test_a_box_is_cut_when_it_touches_an_inner_edge_of_its_tile_not_the_images():
+    windows = np.array([[0, 0, 128, 128]] * 3 + [[96, 0, 224, 128]] * 2, np.float32)
+    boxes = np.array([[0, 0, 40, 40],        # at the image's own corner: whole
+                      [90, 10, 127, 40],     # ends at the tile's right edge, an inner seam: cut
+                      [10, 10, 60, 60],      # well inside
+                      [97, 10, 130, 40],     # starts at the second tile's left seam: cut
+                      [180, 10, 224, 128]],  # at the image's right and bottom edges: whole
+                     np.float32)
+    assert seam_cut(boxes, windows, height=128, width=224).tolist() == [False, True, False, True, False]
 
 
 class WhiteSquareFinder(nn.Module):

@@ -7,19 +7,22 @@ the exported ``predictor.py``.
 Windows: ``size`` × ``size`` (smaller where the image is), overlapping by at least
 ``overlap`` px, the last of each row and column flush with the image's edge.
 
-Merge (cross-tile greedy non-maximum merging, as SAHI's GREEDYNMM): detections sorted by
-score; a detection of the same class *from another tile* that overlaps a kept one — IoU above
-``iou_thresh``, or intersection over the smaller box's area above ``containment_thresh`` (a
-fragment cut at a tile seam lies inside the whole box) — is merged into it: the kept box
-becomes the union of both, with the kept (higher) score. Detections of one tile are the
-model's own output and never merge with each other, so an image that fits one tile gives
-exactly the untiled detections.
+Merge (cross-tile, class-wise, greedy by score): a detection of the same class *from another
+tile* that overlaps a kept one is dropped when it is a duplicate (IoU above ``iou_thresh``) or
+a fragment: a box that touches a seam of its tile (an inner tile edge, within ``SEAM_MARGIN``
+px) and lies inside the kept box (intersection over its own area above
+``containment_thresh``). When the kept box is itself such a fragment, it grows to the union of
+the boxes it dropped, which reach past its seam. A whole box is never enlarged, and a box
+inside a larger one is not dropped unless it was cut: two defects of one class, one beside or
+within the other, stay two. Detections of one tile are the model's own output and never merge
+with each other, so an image that fits one tile gives exactly the untiled detections.
 """
 import numpy as np
 
-__all__ = ["TILES_PER_BATCH", "tile_windows", "merge_tiled", "detect_tiled"]
+__all__ = ["SEAM_MARGIN", "TILES_PER_BATCH", "tile_windows", "merge_tiled", "seam_cut", "detect_tiled"]
 
 TILES_PER_BATCH = 8  # tiles run through the model at once (eager and exported alike)
+SEAM_MARGIN = 4  # px: a box this near an inner edge of its tile was cut by the seam
 
 
 def tile_windows(height, width, size, overlap):
@@ -43,12 +46,14 @@ def tile_windows(height, width, size, overlap):
     return np.stack([x0, y0, np.minimum(x0 + size, width), np.minimum(y0 + size, height)], axis=1)
 
 
-def merge_tiled(boxes, scores, classes, tiles, iou_thresh=0.5, containment_thresh=0.7):
+def merge_tiled(boxes, scores, classes, tiles, iou_thresh=0.5, containment_thresh=0.7, cut=None):
     """Merge the detections of several tiles (image coordinates; ``tiles``: each one's tile
-    index). Returns ``(boxes, scores, classes)``, by decreasing score."""
+    index; ``cut``: whether each touches a seam of its tile, none if omitted). Returns
+    ``(boxes, scores, classes)``, by decreasing score."""
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order].astype(np.float32).copy()
     scores, classes, tiles = scores[order], classes[order], tiles[order]
+    cut = np.zeros(len(scores), bool) if cut is None else np.asarray(cut, bool)[order]
     n = len(scores)
     area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
     absorbed = np.zeros(n, bool)
@@ -62,16 +67,27 @@ def merge_tiled(boxes, scores, classes, tiles, iou_thresh=0.5, containment_thres
         lt = np.maximum(boxes[i, :2], boxes[rest, :2])
         rb = np.minimum(boxes[i, 2:], boxes[rest, 2:])
         inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-        union = area[i] + area[rest] - inter
-        smaller = np.minimum(area[i], area[rest])
-        hit = rest[(inter > iou_thresh * union) | (inter > containment_thresh * smaller)]
+        duplicate = inter > iou_thresh * (area[i] + area[rest] - inter)
+        fragment = cut[rest] & (inter > containment_thresh * area[rest])  # cut, inside the kept box
+        whole = cut[i] & (inter > containment_thresh * area[i])  # the kept box is cut, inside it
+        hit = rest[duplicate | fragment | whole]
         if len(hit):
             absorbed[hit] = True
-            boxes[i, :2] = np.minimum(boxes[i, :2], boxes[hit, :2].min(axis=0))
-            boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[hit, 2:].max(axis=0))
-            area[i] = (boxes[i, 2] - boxes[i, 0]) * (boxes[i, 3] - boxes[i, 1])
+            if cut[i]:
+                boxes[i, :2] = np.minimum(boxes[i, :2], boxes[hit, :2].min(axis=0))
+                boxes[i, 2:] = np.maximum(boxes[i, 2:], boxes[hit, 2:].max(axis=0))
     keep = ~absorbed
     return boxes[keep], scores[keep], classes[keep]
+
+
+def seam_cut(boxes, windows, height, width, margin=SEAM_MARGIN):
+    """(N,) bool: each box (image coordinates) touches an inner edge of its window (``windows``:
+    (N, 4), the window each box came from); the image's own edges are not seams."""
+    near_start = boxes[:, :2] <= windows[:, :2] + margin
+    near_end = boxes[:, 2:] >= windows[:, 2:] - margin
+    inner_start = windows[:, :2] > 0
+    inner_end = windows[:, 2:] < np.array([width, height])
+    return ((near_start & inner_start) | (near_end & inner_end)).any(axis=1)
 
 
 def detect_tiled(height, width, size, overlap, detect, iou_thresh=0.5, containment_thresh=0.7,
@@ -87,5 +103,6 @@ def detect_tiled(height, width, size, overlap, detect, iou_thresh=0.5, containme
     scores = np.concatenate([s for _, s, _ in results])
     classes = np.concatenate([c for _, _, c in results])
     tiles = np.concatenate([np.full(len(s), i) for i, (_, s, _) in enumerate(results)])
-    boxes, scores, classes = merge_tiled(boxes, scores, classes, tiles, iou_thresh, containment_thresh)
+    cut = seam_cut(boxes, windows[tiles], height, width)
+    boxes, scores, classes = merge_tiled(boxes, scores, classes, tiles, iou_thresh, containment_thresh, cut)
     return boxes[:max_detections], scores[:max_detections], classes[:max_detections]
