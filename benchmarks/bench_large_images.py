@@ -17,6 +17,7 @@ results file is written after each route.
     python benchmarks/bench_large_images.py --dataset custom --native 640 --size 320 \\
         --train pcb_train:coco:IMAGES:train.json --test pcb_test:coco:IMAGES:test.json
     python benchmarks/bench_large_images.py --tiny                    # smoke test
+    python benchmarks/bench_large_images.py --routes crops --redo eval  # evaluate one route again
 """
 import argparse
 import json
@@ -26,7 +27,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, add_results_dir_argument, command_line, machine, write_result  # noqa: E402
+from common import ROOT, add_results_dir_argument, command_line, machine, results_dir, write_result  # noqa: E402
 
 from tkd_d2.evaluation import load_ap_results  # noqa: E402
 
@@ -74,6 +75,8 @@ def main():
     p.add_argument("--output-root", default="output/bench_large_images")
     p.add_argument("--name", default=None, help="results file (default large_images_<dataset>_<detector>)")
     p.add_argument("--tiny", action="store_true", help="smoke test: a few 256 px images, 2 iterations")
+    p.add_argument("--redo", action="append", default=[], metavar="STAGE",
+                   help="passed to each route's pipeline (e.g. eval: evaluate again after a change)")
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="overrides for both routes (last)")
     add_results_dir_argument(p)
     args = p.parse_args()
@@ -90,6 +93,11 @@ def main():
               "setting": {k: getattr(args, k) for k in ("dataset", "native", "size", "overlap",
                                                         "defect_size", "max_iter", "detector", "tiny")},
               "routes": {}}
+    earlier = results_dir(args.results_dir) / f"{name}.json"
+    if earlier.exists():  # the routes not run now stay, when they ran the same setting
+        kept = json.loads(earlier.read_text())
+        if kept.get("setting") == result["setting"]:
+            result["routes"] = {r: v for r, v in kept.get("routes", {}).items() if r not in args.routes}
     for route in args.routes:
         out = root / route
         cmd = [sys.executable, str(ROOT / "tools" / "tkd_pipeline.py"), "--dataset", args.dataset,
@@ -97,12 +105,13 @@ def main():
                "--no-derive" if args.dataset == "custom" else None]
         cmd += [x for e in args.train for x in ("--train", e)] + [x for e in args.test for x in ("--test", e)]
         cmd += ["--tiny"] if args.tiny else []
+        cmd += [x for stage in args.redo for x in ("--redo", stage)]
         cmd += ["--opts", *data, *route_opts(route, args.native, args.size, args.overlap), *args.opts]
         cmd = [c for c in cmd if c is not None]
         print(f"[{route}] $ {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
         result["routes"][route] = {"opts": route_opts(route, args.native, args.size, args.overlap),
-                                   **collect(out)}
+                                   "command": command_line(), "date": machine()["date"], **collect(out)}
         write_result(name, result, args.results_dir)
     print(f"| route | " + " | ".join(f"{m} AP50" for m in MODELS) + " | train s (T/B/K) |")
     print("|---|---|---|---|---|")
