@@ -92,8 +92,10 @@ def test_crd_leaves_out_the_anchors_the_assigner_ignores(tmp_path, monkeypatch):
     assert valid[labels >= 0].all()
 
 
-def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
-    model = _crd_model(tmp_path, "retinanet")
+def _step_with_ignored_anchors(tmp_path, monkeypatch, opts=()):
+    """One CRD step of a RetinaNet distiller on a batch with ignored anchors: the assigner's
+    labels and the calls of crd_cls_loss, crd_box_loss and the student's label_anchors."""
+    model = _crd_model(tmp_path, "retinanet", opts)
     batch = _batch()
     _, labels, _ = _assignment(model, batch)
     assert (labels == -1).any(), "the batch must have ignored anchors"
@@ -101,6 +103,11 @@ def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
     label_calls = _spy_method(monkeypatch, model.student, "label_anchors")
     with EventStorage():
         model(batch)
+    return labels, cls_calls, box_calls, label_calls
+
+
+def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
+    _, cls_calls, box_calls, label_calls = _step_with_ignored_anchors(tmp_path, monkeypatch)
     # no label weight: every anchor, ignored ones included, is distilled
     assert cls_calls[0][1]["weight"] is None and box_calls[0][1]["valid_mask"] is None
     # the student's own loss assigns once; CRD with the running normaliser needs no second one
@@ -108,14 +115,8 @@ def test_crd_includes_the_ignored_anchors_by_default(tmp_path, monkeypatch):
 
 
 def test_crd_trusted_where_better_still_includes_the_ignored_anchors(tmp_path, monkeypatch):
-    model = _crd_model(tmp_path, "retinanet", ["MODEL.TKD.CRD.TRUST", "where_better"])  # the default
-    batch = _batch()
-    _, labels, _ = _assignment(model, batch)
-    assert (labels == -1).any(), "the batch must have ignored anchors"
-    cls_calls, box_calls = _spy(monkeypatch, "crd_cls_loss"), _spy(monkeypatch, "crd_box_loss")
-    label_calls = _spy_method(monkeypatch, model.student, "label_anchors")
-    with EventStorage():
-        model(batch)
+    labels, cls_calls, box_calls, label_calls = _step_with_ignored_anchors(
+        tmp_path, monkeypatch, ["MODEL.TKD.CRD.TRUST", "where_better"])  # the default
     weight = cls_calls[0][1]["weight"]  # (N, R, K): which logits the teacher is trusted at
     assert (weight[labels == -1] == 1).all()  # an ignored anchor has no label to be nearer to
     assert ((weight[labels >= 0] == 0).any())  # elsewhere the gate acts
