@@ -70,6 +70,8 @@ def main():
     p.add_argument("--defect-size", type=int, default=48,
                    help="synthetic: canvas of each defect (DATASETS.SYNTHETIC.DEFECT_SIZE; 48: 10-40 px defects)")
     p.add_argument("--max-iter", type=int, default=1000, help="iterations of every model on both routes")
+    p.add_argument("--teacher-epochs", type=float, default=1.0, metavar="R",
+                   help="the teacher trains R times --max-iter on both routes (a larger model needs longer)")
     p.add_argument("--detector", choices=["retinanet", "fcos"], default="retinanet")
     p.add_argument("--routes", nargs="+", choices=["shrink", "crops"], default=["shrink", "crops"])
     p.add_argument("--output-root", default="output/bench_large_images")
@@ -93,6 +95,8 @@ def main():
               "setting": {k: getattr(args, k) for k in ("dataset", "native", "size", "overlap",
                                                         "defect_size", "max_iter", "detector", "tiny")},
               "routes": {}}
+    if args.teacher_epochs != 1.0:  # (results files written before the option hold no such key)
+        result["setting"]["teacher_epochs"] = args.teacher_epochs
     earlier = results_dir(args.results_dir) / f"{name}.json"
     if earlier.exists():  # the routes not run now stay, when they ran the same setting
         kept = json.loads(earlier.read_text())
@@ -102,7 +106,7 @@ def main():
         out = root / route
         cmd = [sys.executable, str(ROOT / "tools" / "tkd_pipeline.py"), "--dataset", args.dataset,
                "--detector", args.detector, "--output", str(out), "--max-iter", str(args.max_iter),
-               "--no-derive" if args.dataset == "custom" else None]
+               "--teacher-epochs", str(args.teacher_epochs), "--no-derive" if args.dataset == "custom" else None]
         cmd += [x for e in args.train for x in ("--train", e)] + [x for e in args.test for x in ("--test", e)]
         cmd += ["--tiny"] if args.tiny else []
         cmd += [x for stage in args.redo for x in ("--redo", stage)]

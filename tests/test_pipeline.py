@@ -417,6 +417,23 @@ def test_backbones_choose_existing_configs_of_the_family(tmp_path, backbones, de
         assert lite == (backbones == "lite"), (model, path)
 
 
+def test_teacher_epochs_without_a_budget_multiply_the_teachers_iterations(tmp_path):
+    from tkd_d2.config import load_config
+    from tkd_d2.pipeline import Plan, PipelineOptions
+
+    root = Path(__file__).resolve().parents[1]
+    out = str(tmp_path / "out")
+    plan = Plan(PipelineOptions(output=out, max_iter=300, teacher_epochs=2.0), root)
+    assert [plan.iterations(m) for m in ("teacher", "baseline", "tkd")] == [600, 300, 300]
+    teacher, student = (load_config(plan.configs[m], plan.train_opts[m], register_datasets=False).SOLVER
+                        for m in ("teacher", "baseline"))
+    assert [2 * s for s in student.STEPS] == list(teacher.STEPS)  # the LR steps scale with it
+    # without --max-iter: R times the teacher config's own schedule
+    own = load_config(plan.configs["teacher"], register_datasets=False).SOLVER.MAX_ITER
+    assert Plan(PipelineOptions(output=out, teacher_epochs=1.5), root).iterations("teacher") == round(1.5 * own)
+    assert Plan(PipelineOptions(output=out, max_iter=300), root).iterations("teacher") == 300
+
+
 def _teacher_folder(folder, config, *opts):
     """A folder as a finished training leaves it: ``config`` (with ``opts``) dumped as its
     config.yaml, and a model_final.pth (empty: nothing here loads it)."""

@@ -109,8 +109,10 @@ def parse_args(argv=None):
                              "probe measures each model's step and the plan picks the epochs that "
                              "fit (--max-iter or SOLVER.MAX_ITER in --opts win over it)")
     parser.add_argument("--teacher-epochs", type=float, default=1.0, metavar="R",
-                        help="with --budget: the teacher trains R times the students' epochs "
-                             "(default 1.0; both students always train the same)")
+                        help="the teacher trains R times the students' epochs (default 1.0; both "
+                             "students always train the same): with --budget inside the budget, "
+                             "else R times the iterations it would train (--max-iter, the derived "
+                             "schedule or its config's SOLVER.MAX_ITER)")
     parser.add_argument("--probe-iters", type=int, nargs=2, default=None, metavar=("WARMUP", "TIMED"),
                         help="training steps of each model the plan's timing probe runs (default "
                              "2 3; --tiny 0 1)")

@@ -142,7 +142,7 @@ class PipelineOptions:
     epochs: Optional[int] = None  # custom data: epochs of the derived schedule (default 12)
     budget: Optional[str] = None  # "45m", "2h", "1h30m": the whole run's wall time (budget.py)
     probe_iters: Optional[Sequence[int]] = None  # the plan's timing probe: (warm-up, timed) steps
-    teacher_epochs: float = 1.0  # --budget: the teacher trains this many times the students' epochs
+    teacher_epochs: float = 1.0  # the teacher trains this many times the students' epochs (iterations without --budget)
     # a teacher trained before: the folder a training wrote (config.yaml, model_final.pth); it is
     # evaluated and distilled from as it is, not trained (and --budget is spent on the students)
     teacher: Optional[str] = None

@@ -77,12 +77,17 @@ class Plan:
                 # --opts: a changed input size or anchor set would not be the teacher it trained)
                 self.train_opts[m] = data
                 continue
-            max_iter = (self.budget_iterations or {}).get(m) or options.max_iter
+            budgeted = (self.budget_iterations or {}).get(m)
+            max_iter = budgeted or options.max_iter
             schedule_of_data = (self.derived or {}).get("schedule")
             if max_iter is None and schedule_of_data:
                 batch = load_config(self.configs[m], common + list(options.opts),
                                     register_datasets=False).SOLVER.IMS_PER_BATCH
                 max_iter = epoch_iterations(schedule_of_data["epochs"], schedule_of_data["images"], batch)
+            if m == "teacher" and not budgeted and options.teacher_epochs != 1.0:
+                # --teacher-epochs without --budget: R times the iterations it would train
+                # (the budget's split already holds the share)
+                max_iter = round(options.teacher_epochs * (max_iter or cfgs[m].SOLVER.MAX_ITER))
             schedule = schedule_overrides(cfgs[m], max_iter, tkd=m == "tkd") if max_iter else []
             # No end-of-training evaluation: stage 4 evaluates every model the same way.
             self.train_opts[m] = (common + schedule + ["SEED", str(seed), "DATASETS.TEST", "()"]
