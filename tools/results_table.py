@@ -82,7 +82,8 @@ PARTS_ROWS = [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG_70, "crd")]), ("CRD + DED", [(_FCOS_LONG_70, "crd_ded")]),
         ("CRD + DRD", [(_FCOS_LONG_70, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG_70, "tkd")]),
-        ("TKD, FPN-gradient shares, DRD at DED's pull", [("accuracy_neu_det_fcos_Lite2_Lite0_long200_gradient_balance", "tkd")])]),
+        ("TKD, FPN-gradient shares, DRD at DED's pull", [("accuracy_neu_det_fcos_Lite2_Lite0_long200_gradient_balance", "tkd")]),
+        ("the same, DRD's graph fixed", [("accuracy_neu_det_fcos_Lite2_Lite0_long200_gradient_balance_fixed_graph", "tkd")])]),
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the 72.1 teacher", [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG, "crd")]), ("CRD + DED", [(_FCOS_LONG, "crd_ded")]),
