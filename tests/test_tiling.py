@@ -29,7 +29,7 @@ def test_windows_cover_the_image_with_the_overlap_flush_with_its_edges(height, w
             assert starts[-1] + size == (width if axis == 0 else height)
 
 
-def test_merge_joins_a_seam_fragment_and_a_duplicate_but_not_one_tiles_own_boxes():
+def test_merge_drops_a_seam_fragment_and_a_duplicate_but_not_one_tiles_own_boxes():
     boxes = np.array([[100, 100, 160, 140],   # whole, tile 0
                       [128, 100, 160, 140],   # its fragment, cut at tile 1's seam
                       [101, 100, 160, 141],   # its duplicate, tile 2
@@ -41,10 +41,41 @@ def test_merge_joins_a_seam_fragment_and_a_duplicate_but_not_one_tiles_own_boxes
     tiles = np.array([0, 1, 2, 0, 0])
     cut = np.array([False, True, False, False, False])
     out_boxes, out_scores, out_classes = merge_tiled(boxes, scores, classes, tiles, cut=cut)
-    # the fragment scores highest: it absorbs the whole box (union) and the duplicate
-    assert out_boxes.tolist() == [[100, 100, 160, 141], [100, 100, 150, 140], [100, 100, 160, 140]]
-    assert out_scores.tolist() == pytest.approx([0.95, 0.7, 0.6])
+    # the fragment goes though it scores highest; the whole box keeps its own extent
+    assert out_boxes.tolist() == [[100, 100, 160, 140], [100, 100, 150, 140], [100, 100, 160, 140]]
+    assert out_scores.tolist() == pytest.approx([0.9, 0.7, 0.6])
     assert out_classes.tolist() == [0, 0, 1]
+
+
+def test_a_cut_box_takes_the_whole_views_extent_and_does_not_widen_it():
+    windows = np.array([[0, 0, 128, 256], [64, 0, 256, 256]], np.float32)
+    boxes = np.array([[90, 100, 128, 140],    # cut at tile 0's right seam; sticks out left of the defect
+                      [100, 100, 150, 140]],  # the defect whole, tile 1, lower score
+                     np.float32)
+    cut = seam_cut(boxes, windows[[0, 1]], height=256, width=256)
+    assert cut.tolist() == [True, False]
+    out_boxes, out_scores, _ = merge_tiled(boxes, np.array([0.9, 0.8], np.float32), np.zeros(2, int),
+                                           np.array([0, 1]), containment_thresh=0.9, cut=cut, windows=windows)
+    # the cut box matches the whole one where both tiles see (64-128 px): one box, the whole extent
+    assert out_boxes.tolist() == [[100, 100, 150, 140]]
+    assert out_scores.tolist() == pytest.approx([0.9])
+
+
+def test_two_halves_of_a_defect_larger_than_the_overlap_join_into_one_box():
+    windows = np.array([[0, 0, 200, 256], [150, 0, 350, 256]], np.float32)
+    boxes = np.array([[100, 100, 200, 140],   # cut at tile 0's right seam
+                      [150, 100, 260, 140],   # cut at tile 1's left seam
+                      [300, 10, 330, 30]],    # another defect of the class, whole in tile 1
+                     np.float32)
+    tiles = np.array([0, 1, 1])
+    cut = seam_cut(boxes, windows[tiles], height=256, width=350)
+    assert cut.tolist() == [True, True, False]
+    # IoU over the whole boxes is 0.31; inside the 150-200 px both tiles see, 1.0
+    out_boxes, _, _ = merge_tiled(boxes, np.array([0.8, 0.7, 0.6], np.float32), np.zeros(3, int), tiles,
+                                  cut=cut, windows=windows)
+    assert out_boxes.tolist() == [[100, 100, 260, 140], [300, 10, 330, 30]]
+    alone, _, _ = merge_tiled(boxes, np.array([0.8, 0.7, 0.6], np.float32), np.zeros(3, int), tiles, cut=cut)
+    assert len(alone) == 3  # without the windows they would stay two fragments
 
 
 def test_merge_never_enlarges_a_whole_box_nor_drops_an_uncut_box_inside_another():
