@@ -523,6 +523,34 @@ def test_stage_runner_names_the_failing_stage_and_its_log(tmp_path, capsys):
         runner.remove(str(tmp_path / "fail.py"))
 
 
+def test_a_changed_tiling_keeps_the_trained_model_and_a_changed_training_key_stops(tmp_path):
+    """TEST.TILE.* only changes inference: a training recorded with other tiles is reused;
+    any other changed override of a training still stops the run (precious)."""
+    from tkd_d2.pipeline import SettingsChanged, Stage, StageRunner
+    from tkd_d2.pipeline.training import train_job
+
+    out = tmp_path / "out"
+    runner = StageRunner(out, {"teacher": Stage(1, precious=True)}, cwd=tmp_path)
+    folder = str(out / "teacher")
+
+    def job(*opts):
+        return train_job("teacher", "the teacher", [sys.executable, "-c", "raise SystemExit(5)"],
+                         "config.yaml", ["SOLVER.MAX_ITER", "10", *opts], folder)
+
+    first = job("TEST.TILE.SIZE", "320", "TEST.TILE.OVERLAP", "64")
+    runner.status.update("teacher", status="done", settings=first.settings)
+    os.makedirs(folder)
+    Path(first.outputs[0]).write_bytes(b"weights")
+    assert runner.execute(job("TEST.TILE.SIZE", "0", "TEST.TILE.OVERLAP", "64")) is False  # reused
+    assert runner.execute(job()) is False
+    assert Path(first.outputs[0]).read_bytes() == b"weights"
+    changed = job("TEST.TILE.SIZE", "320", "TEST.TILE.OVERLAP", "64")
+    changed.settings["opts"][1] = "20"  # SOLVER.MAX_ITER
+    with pytest.raises(SettingsChanged, match=r"--redo teacher"):
+        runner.execute(changed)
+    assert Path(first.outputs[0]).read_bytes() == b"weights"
+
+
 def test_speed_section_rows_and_note():
     from tkd_d2.pipeline.report import speed_section
 

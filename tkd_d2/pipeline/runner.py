@@ -71,6 +71,13 @@ class Job:
     leftovers: Sequence[str] = ()  # deleted before a fresh start (an attempt's partial files)
     precondition: Optional[Callable[[], None]] = None  # raises when the job cannot run yet
     reused_text: Optional[str] = None  # "done before: <this>" (default: the first output)
+    # what of the settings the reuse rule compares (default: all of them)
+    settings_key: Optional[Callable[[dict], Any]] = None
+
+    def same_settings(self, recorded):
+        """Whether ``recorded`` settings (stages.json) stand for this job's."""
+        key = self.settings_key or (lambda settings: settings)
+        return recorded is not None and key(recorded) == key(self.settings)
 
 
 def now():
@@ -169,13 +176,13 @@ class StageRunner:
         reason = self.forced(name) or self.stale(job)
         if not reason and self.outputs_present(job):
             recorded = self.status.get(name).get("settings")
-            if recorded == job.settings or (recorded is None and stage.precious):
+            if job.same_settings(recorded) or (recorded is None and stage.precious):
                 shown = job.reused_text or (job.outputs[0] if job.outputs else None)
                 self.say(f"  done before{': ' + shown if shown else ''} (reused; --redo {name} "
                          f"to {stage.again})")
                 return False
             if stage.precious:
-                self.check_settings(name, job.settings)
+                self.check_settings(name, job.settings, job.settings_key)
             reason = "its settings changed"
         if reason and (self.status.get(name) or (job.workdir and os.path.exists(job.workdir))):
             self.say(f"  starting over ({reason})" + (f": removing {job.workdir}" if job.workdir else ""))
@@ -185,7 +192,7 @@ class StageRunner:
             self.status.forget(name)
         resumed = bool(job.checkpoint) and os.path.isfile(job.checkpoint)
         if resumed:
-            self.check_settings(name, job.settings)
+            self.check_settings(name, job.settings, job.settings_key)
             self.say(f"  resuming the interrupted run in {job.workdir or os.path.dirname(job.checkpoint)}")
         else:
             for path in job.leftovers:
@@ -238,11 +245,13 @@ class StageRunner:
                 return f"{dep} was run again"
         return None
 
-    def check_settings(self, name, settings):
-        """Raise :class:`SettingsChanged` if ``name`` was recorded with other ``settings``."""
+    def check_settings(self, name, settings, key=None):
+        """Raise :class:`SettingsChanged` if ``name`` was recorded with other ``settings``
+        (compared by ``key``, a :attr:`Job.settings_key`, where given)."""
         recorded = self.status.get(name).get("settings")
-        if recorded is not None and recorded != settings:
-            old, new = recorded, settings
+        key = key or (lambda s: s)
+        if recorded is not None and key(recorded) != key(settings):
+            old, new = key(recorded), key(settings)
             diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
             raise SettingsChanged(
                 f"stage {name} in {self.out} ran with other settings ({', '.join(diff)}: "

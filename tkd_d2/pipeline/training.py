@@ -25,11 +25,27 @@ def entry_command():
     return [sys.executable, "-m", ENTRY_MODULE]
 
 
+# Overrides that only change inference: the reuse rule leaves them out of a training's
+# settings, so a changed tiling re-runs the evaluations and keeps the trained models.
+INFERENCE_ONLY_KEYS = ("TEST.TILE.",)
+
+
+def training_settings(settings):
+    """A training job's settings as the reuse rule compares them: its opts (key, value
+    pairs) without the inference-only keys."""
+    opts = list(settings.get("opts", []))
+    kept = [x for k, v in zip(opts[::2], opts[1::2]) if not str(k).startswith(INFERENCE_ONLY_KEYS)
+            for x in (k, v)]
+    return {**settings, "opts": kept}
+
+
 def train_job(name, title, entry, config, opts, out_dir, precondition=None):
     """Train ``config`` with ``opts`` into ``out_dir`` (``OUTPUT_DIR``); an interrupted training
-    continues from its last checkpoint. ``entry``: the program (:func:`entry_command`)."""
+    continues from its last checkpoint. ``entry``: the program (:func:`entry_command`).
+    The reuse rule compares its settings without :data:`INFERENCE_ONLY_KEYS`."""
     opts = list(opts) + ["OUTPUT_DIR", out_dir]
     return Job(name, title, settings={"config": config, "opts": opts},
+               settings_key=training_settings,
                outputs=[os.path.join(out_dir, "model_final.pth")], workdir=out_dir,
                command=[*entry, "--config-file", config, *opts],
                checkpoint=os.path.join(out_dir, "last_checkpoint"),
