@@ -34,15 +34,16 @@ from tkd_d2.evaluation import load_ap_results  # noqa: E402
 MODELS = ("teacher", "baseline", "tkd")
 
 
-def route_opts(route, native, size, overlap):
-    """The overrides of one route (both: test at the route's scale)."""
+def route_opts(route, native, size, overlap, tile=None):
+    """The overrides of one route (both: test at the route's scale; crops: tiles of ``tile`` px,
+    the crop size when None, 0 for whole images)."""
     if route == "shrink":
         return ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),
                 "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size)]
     return ["INPUT.MIN_SIZE_TRAIN", f"({native},)", "INPUT.MAX_SIZE_TRAIN", str(native),
             "INPUT.MIN_SIZE_TEST", str(native), "INPUT.MAX_SIZE_TEST", str(native),
             "INPUT.DEFECT_CROP.ENABLED", "True", "INPUT.DEFECT_CROP.SIZE", str(size),
-            "TEST.TILE.SIZE", str(size), "TEST.TILE.OVERLAP", str(overlap)]
+            "TEST.TILE.SIZE", str(size if tile is None else tile), "TEST.TILE.OVERLAP", str(overlap)]
 
 
 def collect(out):
@@ -67,6 +68,8 @@ def main():
     p.add_argument("--native", type=int, default=1024, help="the crops route's input (px; synthetic: the image size)")
     p.add_argument("--size", type=int, default=256, help="shrunk input = crop = tile side (px)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap (px)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="the crops route's inference tile (px; default: --size; 0: whole images)")
     p.add_argument("--defect-size", type=int, default=48,
                    help="synthetic: canvas of each defect (DATASETS.SYNTHETIC.DEFECT_SIZE; 48: 10-40 px defects)")
     p.add_argument("--max-iter", type=int, default=1000, help="iterations of every model on both routes")
@@ -97,11 +100,17 @@ def main():
               "routes": {}}
     if args.teacher_epochs != 1.0:  # (results files written before the option hold no such key)
         result["setting"]["teacher_epochs"] = args.teacher_epochs
+    if args.tile is not None:  # (nor this one)
+        result["setting"]["tile"] = args.tile
     earlier = results_dir(args.results_dir) / f"{name}.json"
     if earlier.exists():  # the routes not run now stay, when they ran the same setting
         kept = json.loads(earlier.read_text())
-        if kept.get("setting") == result["setting"]:
-            result["routes"] = {r: v for r, v in kept.get("routes", {}).items() if r not in args.routes}
+        def same(a, b, route):  # the tile is the crops route's alone
+            if route == "shrink":
+                a, b = ({k: v for k, v in x.items() if k != "tile"} for x in (a, b))
+            return a == b
+        result["routes"] = {r: v for r, v in kept.get("routes", {}).items()
+                            if r not in args.routes and same(kept.get("setting", {}), result["setting"], r)}
     for route in args.routes:
         out = root / route
         cmd = [sys.executable, str(ROOT / "tools" / "tkd_pipeline.py"), "--dataset", args.dataset,
@@ -110,11 +119,11 @@ def main():
         cmd += [x for e in args.train for x in ("--train", e)] + [x for e in args.test for x in ("--test", e)]
         cmd += ["--tiny"] if args.tiny else []
         cmd += [x for stage in args.redo for x in ("--redo", stage)]
-        cmd += ["--opts", *data, *route_opts(route, args.native, args.size, args.overlap), *args.opts]
+        cmd += ["--opts", *data, *route_opts(route, args.native, args.size, args.overlap, args.tile), *args.opts]
         cmd = [c for c in cmd if c is not None]
         print(f"[{route}] $ {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-        result["routes"][route] = {"opts": route_opts(route, args.native, args.size, args.overlap),
+        result["routes"][route] = {"opts": route_opts(route, args.native, args.size, args.overlap, args.tile),
                                    "command": command_line(), "date": machine()["date"], **collect(out)}
         write_result(name, result, args.results_dir)
     print(f"| route | " + " | ".join(f"{m} AP50" for m in MODELS) + " | train s (T/B/K) |")
