@@ -58,7 +58,9 @@ def test_fcos_configs_use_exp():
     assert isinstance(build_model(_cfg(FCOS_YAML, SMALL)).box2box_transform, Box2BoxTransformExpLinear)
 
 
-def test_crd_decodes_with_the_teachers_transform(tmp_path):
+def test_crd_decodes_with_the_teachers_transform(tmp_path, monkeypatch):
+    import tkd_d2.modeling.distiller as distiller_module
+
     # a relu teacher (detectron2's FCOS) distilled into an exp student
     weights, teacher_yaml = _teacher_file(tmp_path, FCOS_YAML, SMALL + ["MODEL.FCOS.BOX_ACTIVATION", "relu"])
     model = build_model(_distiller_cfg(FCOS_YAML, teacher_yaml, weights, SMALL))
@@ -66,17 +68,18 @@ def test_crd_decodes_with_the_teachers_transform(tmp_path):
     assert not isinstance(model.teacher.box2box_transform, Box2BoxTransformExpLinear)
     model.train()
     decoded = []
-    real = model.teacher.box2box_transform.apply_deltas
+    real = distiller_module.decode_anchored
 
-    def spy(deltas, boxes):
-        decoded.append(deltas.shape)
-        return real(deltas, boxes)
+    def spy(transform, deltas, anchors):
+        decoded.append(transform)
+        return real(transform, deltas, anchors)
 
-    model.teacher.box2box_transform.apply_deltas = spy
+    monkeypatch.setattr(distiller_module, "decode_anchored", spy)
     with EventStorage():
         losses = model(_batch())
     assert torch.isfinite(losses["loss_crd_box"])
-    assert len(decoded) == 2  # the cross head's deltas and the teacher's
+    # the cross head's deltas and the teacher's, both with the teacher's transform
+    assert decoded == [model.teacher.box2box_transform] * 2
 
 
 def _detectron2_assignment(model, anchors, instances):

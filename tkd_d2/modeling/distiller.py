@@ -31,6 +31,7 @@ from ..distill.drd import DualRelationLoss
 from ..errors import ConfigError, KDLossError
 from .anchor_check import check_same_anchors
 from .assignment import keep_assignment
+from .decode import decode_anchored
 from .family import family_of
 from .heads import flatten_levels, reuse_teacher_head, run_head, split_tower
 from .kd_weights import kd_weights
@@ -382,20 +383,20 @@ class TKDDistiller(nn.Module):
                 weight = weight * label_weight
         if "loss_crd_box" in active:
             flat = Boxes.cat(anchors).tensor  # (R, 4)
-            r_deltas = flatten_levels(reused[1], 4)
-            t_deltas = flatten_levels(t_head.predictions[1], 4)
-            n, r = r_deltas.shape[:2]
-            flat_anchors = flat.unsqueeze(0).expand(n, r, 4).reshape(-1, 4)
             # both come out of the teacher's box predictor: decode with the teacher's transform
             transform = teacher.box2box_transform
-            r_boxes = transform.apply_deltas(r_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
-            t_boxes = transform.apply_deltas(t_deltas.reshape(-1, 4), flat_anchors).view(n, r, 4)
+            r_boxes = decode_anchored(transform, flatten_levels(reused[1], 4), flat)  # (N, R, 4)
+            t_boxes = decode_anchored(transform, flatten_levels(t_head.predictions[1], 4), flat)
             box_weight = weight
             if trust:  # the positives where the teacher's box fits the ground truth at least as well
-                with torch.no_grad():
-                    s_deltas = flatten_levels(s_head.predictions[1], 4).reshape(-1, 4)
-                    s_boxes = student.box2box_transform.apply_deltas(s_deltas, flat_anchors).view(n, r, 4)
-                trusted = trusted_boxes(s_boxes, t_boxes, torch.stack(matched_boxes), positive)
+                with torch.no_grad():  # only the positives have a ground-truth box to compare
+                    image, anchor = positive.nonzero(as_tuple=True)
+                    s_deltas = flatten_levels(s_head.predictions[1], 4)[image, anchor]
+                    s_boxes = student.box2box_transform.apply_deltas(s_deltas, flat[anchor])
+                    trusted = torch.ones_like(weight)
+                    trusted[image, anchor] = trusted_boxes(
+                        s_boxes, t_boxes[image, anchor], torch.stack(matched_boxes)[image, anchor],
+                        torch.ones_like(anchor, dtype=torch.bool))
                 self._put_trust("crd_trusted_box", trusted[positive])
                 box_weight = weight * trusted
             out["loss_crd_box"] = crd_box_loss(
