@@ -142,9 +142,44 @@ def _ratios(sec, parts):
         "kd_off_over_student_plus_teacher_fwd": sec["kd_off"] / base,
         "kd_total_share_of_tkd_step": (sec["tkd"] - sec["kd_off"]) / sec["tkd"],
     }
-    if parts:
+    if parts:  # the shipped default (MODEL.TKD.PARTS ["crd"]) against its parts
+        ratios["crd_over_student_plus_teacher_fwd"] = sec["crd"] / base
         ratios["kd_share_of_tkd_step"] = {p: (sec[p] - sec["kd_off"]) / sec["tkd"] for p in PARTS}
     return ratios
+
+
+# op groups of the profile breakdown (aten op names, self CPU time)
+OP_GROUPS = {"convolution": ("aten::mkldnn_convolution", "aten::convolution_backward"),
+             "normalisation": ("aten::native_group_norm", "aten::native_group_norm_backward",
+                               "aten::native_batch_norm", "aten::native_batch_norm_backward")}
+
+
+def breakdown(args, tmp, steps=5):
+    """Where the CRD-only step spends what the student step and the teacher forward do not:
+    per aten op, self CPU ms per step of ``crd`` minus ``student`` minus ``teacher_fwd``
+    (torch.profiler, which adds its own per-op overhead: read the shares, not the sum)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    names = ("student", "teacher_fwd", "crd")
+    variants = build_variants(args, Path(tmp))
+    batch = fake_batch(args.batch, args.size, args.boxes)
+    per_op = {}
+    for name in names:
+        fn = step_fn(name, variants[name], batch)
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                fn()
+        per_op[name] = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
+    ops = set().union(*per_op.values())
+    extra = {op: per_op["crd"].get(op, 0.0) - per_op["student"].get(op, 0.0) - per_op["teacher_fwd"].get(op, 0.0)
+             for op in ops}
+    groups = {g: sum(extra.get(op, 0.0) for op in members) for g, members in OP_GROUPS.items()}
+    grouped = {op for members in OP_GROUPS.values() for op in members}
+    groups["other ops"] = sum(v for op, v in extra.items() if op not in grouped)
+    top = dict(sorted(((op, round(v, 3)) for op, v in extra.items()), key=lambda kv: -kv[1])[:15])
+    return {"extra_ms_per_step_by_group": groups, "extra_ms_per_step_top_ops": top,
+            "profiled_ms_per_step": {n: sum(per_op[n].values()) for n in names}, "profiled_steps": steps}
 
 
 def memory_of(args, variant):
@@ -175,6 +210,8 @@ def main():
     p.add_argument("--memory", metavar="VARIANT", help=argparse.SUPPRESS)
     p.add_argument("--teacher-dir", help=argparse.SUPPRESS)
     p.add_argument("--no-memory", action="store_true", help="skip the per-variant memory runs")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also profile where the CRD-only step's time over student step + teacher forward goes")
     p.add_argument("--name", default=None, help="results file name (default cost_<detector>)")
     add_results_dir_argument(p)
     args = p.parse_args()
@@ -190,6 +227,9 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         result.update(measure(args, tmp))
         write_result(name, result, args.results_dir)
+        if args.breakdown and args.parts:
+            result["crd_breakdown"] = breakdown(args, tmp)
+            write_result(name, result, args.results_dir)
         if not args.no_memory:
             flags = ["--detector", args.detector, "--backbones", args.backbones, "--layouts",
                      *args.layouts, "--size", str(args.size), "--batch", str(args.batch),
@@ -207,9 +247,15 @@ def main():
     for layout, ratios in result.get("by_layout", {"": result}).items():
         print(f"{layout + ': ' if layout else ''}TKD / (student + teacher fwd) = "
               f"{ratios['tkd_over_student_plus_teacher_fwd']:.3f}")
+        if "crd_over_student_plus_teacher_fwd" in ratios:
+            print(f"{layout + ': ' if layout else ''}CRD only (the default) / (student + teacher fwd) = "
+                  f"{ratios['crd_over_student_plus_teacher_fwd']:.3f}")
         if "kd_share_of_tkd_step" in ratios:
             print("KD share of a TKD step: " + ", ".join(
                 f"{k} {v:.1%}" for k, v in ratios["kd_share_of_tkd_step"].items()))
+    if "crd_breakdown" in result:
+        print("CRD step over student + teacher fwd, profiled ms per step: " + ", ".join(
+            f"{k} {v:.1f}" for k, v in result["crd_breakdown"]["extra_ms_per_step_by_group"].items()))
     for key in (k for k in result if k.startswith("speedup_")):
         print(f"{key}: " + ", ".join(f"{k} {v:.2f}x" for k, v in result[key].items()))
 

@@ -62,13 +62,19 @@ def all_positive(mapping, keys, where):
 
 
 def test_bench_cost_tiny(tmp_path):
-    proc = run_bench("bench_cost.py", ["--no-memory"], tmp_path)
+    proc = run_bench("bench_cost.py", ["--no-memory", "--breakdown"], tmp_path)
     result = load(tmp_path, "cost_retinanet_tiny")
     variants = ["student", "teacher_fwd", "kd_off", "crd", "ded", "drd", "tkd"]
     all_positive(result["seconds_per_iter"], variants, "seconds_per_iter")
-    all_positive(result, ["tkd_over_student_plus_teacher_fwd", "tkd_over_student"], "result")
+    all_positive(result, ["tkd_over_student_plus_teacher_fwd", "tkd_over_student",
+                          "crd_over_student_plus_teacher_fwd"], "result")
     assert set(result["kd_share_of_tkd_step"]) == {"crd", "ded", "drd"}
     assert "| tkd |" in proc.stdout
+    # the profile of the CRD step's extra time: every group, and the three steps it compares
+    crd = result["crd_breakdown"]
+    assert set(crd["extra_ms_per_step_by_group"]) == {"convolution", "normalisation", "other ops"}
+    all_positive(crd["profiled_ms_per_step"], ["student", "teacher_fwd", "crd"], "profiled_ms_per_step")
+    assert "CRD step over student + teacher fwd" in proc.stdout
 
 
 def test_bench_cost_memory_child(tmp_path):
