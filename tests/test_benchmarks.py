@@ -74,6 +74,8 @@ def test_bench_cost_tiny(tmp_path):
     crd = result["crd_breakdown"]
     assert set(crd["extra_ms_per_step_by_group"]) == {"convolution", "normalisation", "other ops"}
     all_positive(crd["profiled_ms_per_step"], ["student", "teacher_fwd", "crd"], "profiled_ms_per_step")
+    all_positive(crd["aten_ops_per_step"], ["student", "teacher_fwd", "crd"], "aten_ops_per_step")
+    assert set(crd["page_faults_per_step"]) == {"student", "teacher_fwd", "crd"}
     assert "CRD step over student + teacher fwd" in proc.stdout
 
 
