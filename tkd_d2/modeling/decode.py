@@ -5,6 +5,8 @@ The same arithmetic as detectron2's ``apply_deltas`` of the transform, in the sa
 (N, R, 4) deltas and (R, 4) anchors instead of (N·R, 4) and (N·R, 4); a transform this module
 does not know (or a subclass that overrides ``apply_deltas``) is decoded by its own method.
 """
+import functools
+
 import torch
 from torch import Tensor
 from torch.nn import functional as F
@@ -44,10 +46,21 @@ def _delta_xywh(transform, deltas, anchors):
     return torch.cat([centre - 0.5 * size, centre + 0.5 * size], dim=-1)
 
 
+@functools.lru_cache(maxsize=None)
+def _linear_scales_per_axis():
+    """Whether this detectron2's ``Box2BoxTransformLinear`` scales l, r by the anchor's width and
+    t, b by its height (upstream today) or all four by its width (the 2022 release): asked once
+    of detectron2 itself, on a 2 x 4 anchor. The two agree on square anchors (FCOS's)."""
+    box = Box2BoxTransformLinear(normalize_by_size=True).apply_deltas(
+        torch.ones(1, 4), torch.tensor([[0.0, 0.0, 2.0, 4.0]]))
+    return bool(box[0, 3] > 5.0)  # y2: 2 + 1 x 4 (the height) per axis, 2 + 1 x 2 by the width
+
+
 def _ltrb(transform, deltas, anchors):
     deltas = F.relu(deltas)  # a valid box, as detectron2's linear transform
     anchors = anchors.to(deltas.dtype)
     centre = 0.5 * (anchors[:, :2] + anchors[:, 2:])  # (R, 2)
     if transform.normalize_by_size:
-        deltas = deltas * (anchors[:, 2] - anchors[:, 0]).unsqueeze(1)
+        size = anchors[:, 2:] - anchors[:, :2]  # (R, 2) widths, heights
+        deltas = deltas * (size.repeat(1, 2) if _linear_scales_per_axis() else size[:, :1])
     return torch.cat([centre - deltas[..., :2], centre + deltas[..., 2:]], dim=-1)
