@@ -180,9 +180,10 @@ def breakdown(args, tmp, steps=5, attempts=4):
                     fn()
             n = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
             if name not in faults or n < faults[name]:
+                averages = prof.key_averages()
                 faults[name] = n
-                per_op[name] = {e.key: e.self_cpu_time_total / 1e3 / steps for e in prof.key_averages()}
-                op_count[name] = sum(e.count for e in prof.key_averages() if e.key.startswith("aten::")) / steps
+                per_op[name] = {e.key: e.self_cpu_time_total / 1e3 / steps for e in averages}
+                op_count[name] = sum(e.count for e in averages if e.key.startswith("aten::")) / steps
             if n == 0:
                 break
     ops = set().union(*per_op.values())
@@ -233,6 +234,9 @@ def main():
     p.add_argument("--name", default=None, help="results file name (default cost_<detector>)")
     add_results_dir_argument(p)
     args = p.parse_args()
+    if args.breakdown and (not args.parts or len(args.layouts) != 1):
+        p.error("--breakdown profiles the CRD-only distiller in one layout: drop --no-parts and give "
+                f"one --layouts value (got parts={args.parts}, layouts={args.layouts})")
     if args.tiny:
         args.size, args.batch, args.rounds = 64, 2, 2
     if args.memory:
@@ -245,7 +249,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         result.update(measure(args, tmp))
         write_result(name, result, args.results_dir)
-        if args.breakdown and args.parts:
+        if args.breakdown:
             result["crd_breakdown"] = breakdown(args, tmp)
             write_result(name, result, args.results_dir)
         if not args.no_memory:

@@ -79,6 +79,15 @@ def test_bench_cost_tiny(tmp_path):
     assert "CRD step over student + teacher fwd" in proc.stdout
 
 
+@pytest.mark.parametrize("flags", [["--no-parts"], ["--layouts", "nchw", "nhwc"]])
+def test_bench_cost_breakdown_needs_the_crd_distiller_in_one_layout(flags, tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "bench_cost.py"), "--tiny", "--breakdown", *flags,
+                           "--results-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--breakdown" in proc.stderr and "--no-parts" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing measured
+
+
 def test_bench_cost_memory_child(tmp_path):
     # the per-variant peak-memory run (a child process of the full benchmark), on its own
     proc = subprocess.run([sys.executable, str(BENCH / "bench_cost.py"), "--tiny", "--memory", "student",
