@@ -40,3 +40,18 @@ def test_kept_teachers_hold_their_weights():
     for folder in folders:
         missing = [f for f in ("model_final.pth", "config.yaml", "ap_results.json") if not (folder / f).is_file()]
         assert not missing, f"{folder}: {missing}"
+
+
+def test_paired_difference_pairs_runs_by_seed():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import results_table
+
+    crd = {1: 70.0, 2: 68.0, 3: 69.0}
+    # seed 4 has no CRD run and a bare key (seed None) pairs with nothing: both are left out
+    ded = {1: 71.0, 2: 69.5, 4: 50.0, None: 10.0}
+    assert results_table.paired_difference(ded, crd) == "+1.2 ± 0.2 (2)"  # diffs 1.0, 1.5
+    assert results_table.paired_difference({3: 69.04}, crd) == "+0.0 (1)"
+    assert results_table.paired_difference({3: 68.98}, crd) == "+0.0 (1)"  # never "-0.0"
+    assert results_table.paired_difference({5: 1.0}, crd) == "–"

@@ -8,8 +8,9 @@ Every cell is the mean AP50 over the runs of that model (``runs`` entries keyed 
 ``teacher@N``, ``baseline@N``, ``tkd@N``, ... of the named files), rounded once to one
 decimal; "runs" says how many. The goals: the TKD student at AP50 >= 70, >= 2 above the same
 student without KD, within 1 of its teacher. The parts table: each TKD part's student, run by
-run (seed order) and its mean, against the baseline and against CRD alone, then the seed spread
-(how many runs a difference of 1 or 0.5 AP50 needs to show). README.md holds the
+run (seed order) and its mean, against the baseline and against CRD alone, then against CRD
+paired by seed (the mean of the per-seed differences, its standard error and the number of
+pairs), then the seed spread (how many unpaired runs a difference of 1 or 0.5 AP50 needs to show). README.md holds the
 results table and BENCHMARKS.md the parts table; tests/test_docs.py holds every copy equal.
 """
 import argparse
@@ -113,14 +114,20 @@ PARTS_ROWS = [
 ]
 
 
-def bboxes_of(sources, results_dir=RESULTS):
-    """The bbox results of every run the sources name (a key ``prefix`` or ``prefix@N``), in seed order."""
+def seeded_bboxes_of(sources, results_dir=RESULTS):
+    """(seed, bbox results) of every run the sources name (a key ``prefix``, seed None, or
+    ``prefix@N``, seed N), in seed order."""
     found = []
     for name, prefix in sources:
         runs = json.loads((Path(results_dir) / f"{name}.json").read_text())["runs"]
         keys = sorted((k for k in runs if k.split("@")[0] == prefix), key=lambda k: (len(k), k))
-        found += [runs[k]["bbox"] for k in keys]
+        found += [(int(k.split("@")[1]) if "@" in k else None, runs[k]["bbox"]) for k in keys]
     return found
+
+
+def bboxes_of(sources, results_dir=RESULTS):
+    """The bbox results of every run the sources name (a key ``prefix`` or ``prefix@N``), in seed order."""
+    return [bbox for _, bbox in seeded_bboxes_of(sources, results_dir)]
 
 
 def runs_of(sources, results_dir=RESULTS):
@@ -128,17 +135,35 @@ def runs_of(sources, results_dir=RESULTS):
     return [b["AP50"] for b in bboxes_of(sources, results_dir)]
 
 
+def paired_difference(runs, reference):
+    """AP50 of ``runs`` minus ``reference``'s, seed by seed over the seeds both ran (dicts seed ->
+    AP50): "mean ± standard error (pairs)", the mean alone with one pair, "–" with none. The
+    standard error is the per-seed differences' own (sd / sqrt(pairs)), so what one seed shares
+    between the two students (the sampler's image order, the student's initial weights) drops out."""
+    diffs = [runs[s] - reference[s] for s in sorted(set(runs) & set(reference) - {None})]
+    if not diffs:
+        return "–"
+    mean = round(statistics.mean(diffs), 1) + 0.0  # + 0.0: no "-0.0"
+    if len(diffs) == 1:
+        return f"{mean:+.1f} (1)"
+    return f"{mean:+.1f} ± {statistics.stdev(diffs) / len(diffs) ** 0.5:.1f} ({len(diffs)})"
+
+
 def parts_table(results_dir=RESULTS):
-    lines = ["| setting | student | AP50 per run | AP50 mean | − baseline | − CRD | AP mean |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| setting | student | AP50 per run | AP50 mean | − baseline | − CRD | − CRD, paired by seed (± SE, pairs) | AP mean |",
+             "|---|---|---|---|---|---|---|---|"]
     for setting, rows in PARTS_ROWS:
-        bboxes = {label: bboxes_of(sources, results_dir) for label, sources in rows}
-        runs = {label: [b["AP50"] for b in found] for label, found in bboxes.items() if found}
+        seeded = {label: seeded_bboxes_of(sources, results_dir) for label, sources in rows}
+        seeded = {label: found for label, found in seeded.items() if found}
+        runs = {label: [b["AP50"] for _, b in found] for label, found in seeded.items()}
+        by_seed = {label: {s: b["AP50"] for s, b in found} for label, found in seeded.items()}
         mean = {label: round(statistics.mean(v), 1) for label, v in runs.items()}
         for label, values in runs.items():
-            ap = statistics.mean(b["AP"] for b in bboxes[label])
+            ap = statistics.mean(b["AP"] for _, b in seeded[label])
             diff = [f"{mean[label] - mean[ref]:+.1f}" if ref in mean and ref != label else "–"
                     for ref in ("baseline", "CRD")]
+            diff.append(paired_difference(by_seed[label], by_seed["CRD"])
+                        if "CRD" in by_seed and label != "CRD" else "–")
             lines.append(f"| {setting} | {label} | " + ", ".join(f"{v:.1f}" for v in values)
                          + f" | {mean[label]:.1f} | " + " | ".join(diff) + f" | {ap:.1f} |")
             setting = ""  # once per block
