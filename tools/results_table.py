@@ -105,9 +105,10 @@ PARTS_ROWS = [
     ("RetinaNet Lite2 → Lite0, synthetic set, 500 it, a weak teacher (200 it, 65.2): `MODEL.TKD.CRD.TRUST`", [
         ("baseline", [(_WEAK, "baseline")]), ("CRD", [(_WEAK, "crd")]),
         ("CRD, trusted where better", [(_WEAK + "_trust", "crd")])]),
-    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, the kept 67.7 teacher: `MODEL.TKD.CRD.TRUST`", [
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, the kept 67.7 teacher (and `MODEL.TKD.CRD.TRUST`)", [
         ("baseline", [(_ORIENT, "baseline")]), ("CRD", [(_ORIENT, "crd")]),
-        ("CRD, trusted where better", [(_ORIENT + "_trust", "crd")]), ("TKD (all three)", [(_ORIENT, "tkd")])]),
+        ("CRD + DED", [(_ORIENT, "crd_ded")]), ("CRD + DRD", [(_ORIENT, "crd_drd")]),
+        ("TKD (all three)", [(_ORIENT, "tkd")]), ("CRD, trusted where better", [(_ORIENT + "_trust", "crd")])]),
     ("RetinaNet Lite2 → Lite0, DeepPCB, `--budget 1h` (591 it), the run's 89.6 teacher: `MODEL.TKD.CRD.TRUST`", [
         ("baseline", [(_PCB_TRUST, "baseline")]), ("CRD", [(_PCB_TRUST, "crd")]),
         ("CRD, trusted where better", [(_PCB_TRUST, "tkd")])]),
