@@ -10,8 +10,9 @@ decimal; "runs" says how many. The goals: the TKD student at AP50 >= 70, >= 2 ab
 student without KD, within 1 of its teacher. The parts table: each TKD part's student, run by
 run (seed order) and its mean, against the baseline and against CRD alone, then against CRD
 paired by seed (the mean of the per-seed differences, its standard error and the number of
-pairs), then the seed spread (how many unpaired runs a difference of 1 or 0.5 AP50 needs to show). README.md holds the
-results table and BENCHMARKS.md the parts table; tests/test_docs.py holds every copy equal.
+pairs), then the seed spread (how many unpaired runs a difference of 1 or 0.5 AP50 needs to
+show). README.md holds the results table and BENCHMARKS.md the parts table; tests/test_docs.py
+holds every copy equal.
 """
 import argparse
 import json
