@@ -582,3 +582,30 @@ def test_crd_trust_where_better_weights_crd_by_where_the_teacher_is_nearer_the_t
         assert float(losses["where_better"][term]) == pytest.approx(float(losses["always"][term]))
     with pytest.raises(ConfigError, match="MODEL.TKD.CRD.TRUST='sometimes'"):
         build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra + ["MODEL.TKD.CRD.TRUST", "sometimes"]))
+
+
+
+def test_parts_do_not_change_the_student_or_the_random_state_of_a_seed(tmp_path):
+    """The parts table pairs students by seed (tools/results_table.py): students of one seed
+    must start from the same weights and leave the same random state to the sampler and the
+    data-loader workers, whatever MODEL.TKD.PARTS builds (align convs, graph units)."""
+    import random
+
+    import numpy as np
+    from detectron2.utils.env import seed_all_rng
+
+    yaml = _yaml("retinanet")
+    wide = ["MODEL.FPN.OUT_CHANNELS", 128, "DATASETS.TRAIN", ("synthetic_defects_train",)]
+    weights, teacher_yaml = _teacher_file(tmp_path, yaml, wide)  # a wider teacher: DED/DRD need the align conv
+    built = {}
+    for parts in ('["crd"]', '["crd", "ded"]', ALL_PARTS):
+        seed_all_rng(1)
+        model = build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, ["MODEL.TKD.PARTS", parts]))
+        built[parts] = (model.student.state_dict(), torch.rand(4), np.random.randint(2 ** 31, size=4), random.random())
+    assert model.distill_feature_align is not None and model.distill_drd is not None  # all three parts built
+    reference_weights, reference_torch, reference_numpy, reference_python = built['["crd"]']
+    for parts, (student_weights, torch_draw, numpy_draw, python_draw) in built.items():
+        assert student_weights.keys() == reference_weights.keys(), parts
+        assert all(torch.equal(student_weights[k], reference_weights[k]) for k in reference_weights), parts
+        assert torch.equal(torch_draw, reference_torch), parts
+        assert (numpy_draw == reference_numpy).all() and python_draw == reference_python, parts
