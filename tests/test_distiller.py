@@ -584,7 +584,6 @@ def test_crd_trust_where_better_weights_crd_by_where_the_teacher_is_nearer_the_t
         build_model(_distiller_cfg(yaml, teacher_yaml, weights, SMALL, extra + ["MODEL.TKD.CRD.TRUST", "sometimes"]))
 
 
-
 def test_parts_do_not_change_the_student_or_the_random_state_of_a_seed(tmp_path):
     """The parts table pairs students by seed (tools/results_table.py): students of one seed
     must start from the same weights and leave the same random state to the sampler and the
