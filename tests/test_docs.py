@@ -30,6 +30,37 @@ def test_results_tables_in_the_docs_are_the_ones_the_results_files_give():
         for doc, text in zip(DOCS, (readme, benchmarks)):
             if begin in text:
                 assert results_table.readme_table(text, begin, end) == make(), (doc, begin)
+    blocks = [(doc, spec, table) for doc, text in zip(DOCS, (readme, benchmarks))
+              for spec, table in results_table.runs_blocks(text)]
+    assert blocks  # BENCHMARKS.md's orientation runs at least
+    for doc, spec, table in blocks:
+        assert table == results_table.runs_table(spec), (doc, spec)
+
+
+def test_runs_table_lists_every_run_of_its_files_in_variant_then_seed_order(tmp_path):
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import results_table
+
+    def bbox(ap50):
+        return {"AP": ap50 / 2, "AP50": ap50, "AP75": ap50 / 3, "AP50-crazing": ap50 - 1, "AP50-rolled-in_scale": ap50 + 1}
+
+    runs = {"tkd@1": 60.0, "baseline@2": 50.0, "teacher": 70.0, "baseline@1": 55.0}
+    (tmp_path / "a.json").write_text(json.dumps({"pair": "Lite2-Lite0", "runs": {k: {"bbox": bbox(v)} for k, v in runs.items()}}))
+    (tmp_path / "b.json").write_text(json.dumps({"pair": "Lite2-Lite0", "runs": {"crd@3": {"bbox": bbox(40.0)}}}))
+    table = results_table.runs_table("a; b = long", tmp_path).splitlines()
+    assert table[0] == "| run | AP50 | AP | AP75 | crazing | rolled-in scale |"
+    assert [row.split(" | ")[0] for row in table[2:]] == [
+        "| Lite2 teacher", "| Lite0 baseline, `SEED 1`", "| Lite0 baseline, `SEED 2`",
+        "| Lite0 TKD (all three), `SEED 1`", "| Lite0 CRD, long, `SEED 3`"]
+    assert table[3] == "| Lite0 baseline, `SEED 1` | 55.0 | 27.5 | 18.3 | 54.0 | 56.0 |"
+    doc = "x\n<!-- runs-table: b = long -->\nstale\n<!-- /runs-table -->\ny"
+    written = results_table.write_runs_tables(doc, tmp_path)
+    assert results_table.runs_blocks(written) == [("b = long", results_table.runs_table("b = long", tmp_path))]
+    with pytest.raises(FileNotFoundError, match="c.json"):
+        results_table.runs_table("c", tmp_path)
 
 
 def test_kept_teachers_hold_their_weights():

@@ -13,10 +13,16 @@ paired by seed (the mean of the per-seed differences, its standard error and the
 pairs), then the seed spread (how many unpaired runs a difference of 1 or 0.5 AP50 needs to
 show). README.md holds the results table and BENCHMARKS.md the parts table; tests/test_docs.py
 holds every copy equal.
+
+A runs table is every run of one or more results files with its per-class AP50; a document asks
+for one with ``<!-- runs-table: NAME; NAME = note -->`` ... ``<!-- /runs-table -->`` (NAME a
+results file without ``.json``; the note, if any, is added to that file's run labels), and
+``--write`` fills each such block.
 """
 import argparse
 import json
 import math
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -223,11 +229,63 @@ def readme_table(text, begin=BEGIN, end=END):
 
 TABLES = ((BEGIN, END, table), (PARTS_BEGIN, PARTS_END, parts_table))
 
+RUNS_BLOCK = re.compile(r"(<!-- runs-table: (?P<spec>.*?) -->)\n(?P<table>.*?)\n?(<!-- /runs-table -->)", re.S)
+# run labels: the variant's model, {0} the teacher's backbone, {1} the student's
+VARIANT_LABELS = {"teacher": "{0} teacher", "baseline": "{1} baseline", "crd": "{1} CRD",
+                  "ded": "{1} DED", "drd": "{1} DRD", "crd_ded": "{1} CRD + DED",
+                  "crd_drd": "{1} CRD + DRD", "tkd": "{1} TKD (all three)"}
+
+
+def _variant_rank(key):
+    variant, _, seed = key.partition("@")
+    order = list(VARIANT_LABELS)
+    return (order.index(variant) if variant in order else len(order), variant, int(seed) if seed else 0)
+
+
+def runs_table(spec, results_dir=RESULTS):
+    """Markdown: every run of the results files ``spec`` names ("NAME; NAME = note", see the module
+    docstring), file by file, each in variant then seed order, with AP50, AP, AP75 and AP50 per class."""
+    from tkd_d2.evaluation import per_class_ap50_of
+
+    lines, classes = [], None
+    for source in (part.strip() for part in spec.split(";") if part.strip()):
+        name, _, note = (x.strip() for x in source.partition("="))
+        path = Path(results_dir) / f"{name}.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"runs-table: no results file {path}")
+        data = json.loads(path.read_text())
+        backbones = data.get("pair", "teacher-student").split("-")
+        for key in sorted(data["runs"], key=_variant_rank):
+            bbox = data["runs"][key]["bbox"]
+            per_class = per_class_ap50_of(bbox)
+            if classes is None:
+                classes = list(per_class)
+            elif list(per_class) != classes:
+                raise ValueError(f"runs-table: {name} run {key} has classes {list(per_class)}, not {classes}")
+            variant, _, seed = key.partition("@")
+            label = VARIANT_LABELS.get(variant, variant).format(*backbones)
+            label += "".join(f", {x}" for x in (note, f"`SEED {seed}`" if seed else "") if x)
+            lines.append(f"| {label} | {bbox['AP50']:.1f} | {bbox['AP']:.1f} | {bbox['AP75']:.1f} | "
+                         + " | ".join(f"{v:.1f}" for v in per_class.values()) + " |")
+    header = ["| run | AP50 | AP | AP75 | " + " | ".join(c.replace("_", " ") for c in classes or []) + " |",
+              "|---|---|---|---|" + "---|" * len(classes or [])]
+    return "\n".join(header + lines)
+
+
+def runs_blocks(text):
+    """(spec, the table as written) of every runs-table block of ``text``."""
+    return [(m["spec"], m["table"].strip("\n")) for m in RUNS_BLOCK.finditer(text)]
+
+
+def write_runs_tables(text, results_dir=RESULTS):
+    """``text`` with every runs-table block filled from its results files."""
+    return RUNS_BLOCK.sub(lambda m: f"{m[1]}\n{runs_table(m['spec'], results_dir)}\n{m[4]}", text)
+
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write", action="store_true",
-                   help="replace the tables between their markers in README.md and BENCHMARKS.md")
+                   help="replace the tables between their markers in README.md and BENCHMARKS.md, runs tables included")
     args = p.parse_args(argv)
     tables = [(begin, end, make()) for begin, end, make in TABLES]
     for _, _, out in tables:
@@ -239,7 +297,7 @@ def main(argv=None):
                 if begin in text:
                     start, stop = _table_span(text, begin, end)
                     text = text[:start] + "\n" + out + "\n" + text[stop:]
-            doc.write_text(text)
+            doc.write_text(write_runs_tables(text))
 
 
 if __name__ == "__main__":
