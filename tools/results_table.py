@@ -52,6 +52,10 @@ ROWS = [
         "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "teacher")],
         "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "baseline")],
         "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "crd")]}),
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, a 4,800-iteration teacher, CRD alone (distilled everywhere)", {
+        "teacher": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation_teacher4800", "teacher")],
+        "baseline": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation", "baseline")],
+        "tkd": [("accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation_teacher4800", "crd")]}),
     ("FCOS Lite2 → Lite0, NEU-DET, short schedule (160 px, 600 it)", {
         "teacher": [("accuracy_neu_det_fcos_Lite2_Lite0", "teacher"),
                     ("accuracy_neu_det_fcos_Lite2_Lite0_teacher_seed2", "teacher")],
