@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
+from helpers import import_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "BENCHMARKS.md"]
@@ -61,6 +62,17 @@ def test_runs_table_lists_every_run_of_its_files_in_variant_then_seed_order(tmp_
     assert results_table.runs_blocks(written) == [("b = long", results_table.runs_table("b = long", tmp_path))]
     with pytest.raises(FileNotFoundError, match="c.json"):
         results_table.runs_table("c", tmp_path)
+
+
+def test_runs_tables_label_every_variant_bench_accuracy_writes_in_its_order():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import results_table
+
+    bench_accuracy = import_bench("bench_accuracy")
+    assert list(results_table.VARIANT_LABELS) == bench_accuracy.ORDER
+    assert set(bench_accuracy.VARIANT_PARTS) | {"teacher"} == set(results_table.VARIANT_LABELS)
 
 
 def test_kept_teachers_hold_their_weights():

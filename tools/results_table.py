@@ -234,7 +234,8 @@ def readme_table(text, begin=BEGIN, end=END):
 TABLES = ((BEGIN, END, table), (PARTS_BEGIN, PARTS_END, parts_table))
 
 RUNS_BLOCK = re.compile(r"(<!-- runs-table: (?P<spec>.*?) -->)\n(?P<table>.*?)\n?(<!-- /runs-table -->)", re.S)
-# run labels: the variant's model, {0} the teacher's backbone, {1} the student's
+# run labels: the variant's model, {0} the teacher's backbone, {1} the student's; in the order
+# of benchmarks/bench_accuracy.py's ORDER (the variants it writes), which tests/test_docs.py holds equal
 VARIANT_LABELS = {"teacher": "{0} teacher", "baseline": "{1} baseline", "crd": "{1} CRD",
                   "ded": "{1} DED", "drd": "{1} DRD", "crd_ded": "{1} CRD + DED",
                   "crd_drd": "{1} CRD + DRD", "tkd": "{1} TKD (all three)"}
