@@ -88,6 +88,7 @@ _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 _ALIGN = "accuracy_synthetic_retinanet_Lite2_Lite0_feature_align"
 _WEAK = "accuracy_synthetic_retinanet_Lite2_Lite0_weak_teacher"
 _ORIENT = "accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation"
+_ORIENT_T4800 = _ORIENT + "_teacher4800"
 _PCB_TRUST = "accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust"
 PARTS_ROWS = [
     ("FCOS Lite2 → Lite0, NEU-DET, long schedule, the kept 70.4 teacher", [
@@ -120,6 +121,10 @@ PARTS_ROWS = [
         ("baseline", [(_ORIENT, "baseline")]), ("CRD", [(_ORIENT, "crd")]),
         ("CRD + DED", [(_ORIENT, "crd_ded")]), ("CRD + DRD", [(_ORIENT, "crd_drd")]),
         ("TKD (all three)", [(_ORIENT, "tkd")]), ("CRD, trusted where better", [(_ORIENT + "_trust", "crd")])]),
+    ("RetinaNet Lite2 → Lite0, NEU-DET, long schedule, 8 orientations, the 72.6 teacher (4,800 it)", [
+        ("baseline", [(_ORIENT, "baseline")]), ("CRD", [(_ORIENT_T4800, "crd")]),
+        ("CRD + DED", [(_ORIENT_T4800, "crd_ded")]), ("CRD + DRD", [(_ORIENT_T4800, "crd_drd")]),
+        ("TKD (all three)", [(_ORIENT_T4800, "tkd")])]),
     ("RetinaNet Lite2 → Lite0, DeepPCB, `--budget 1h` (591 it), the run's 89.6 teacher: `MODEL.TKD.CRD.TRUST`", [
         ("baseline", [(_PCB_TRUST, "baseline")]), ("CRD", [(_PCB_TRUST, "crd")]),
         ("CRD, trusted where better", [(_PCB_TRUST, "tkd")])]),
