@@ -16,16 +16,26 @@ TINY = TINY_OPTS + ["SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()", "SOLVER.CH
 ALL_PARTS = json.dumps(list(TKD_PARTS))
 
 
-def import_bench(name):
-    """The module of ``benchmarks/<name>.py`` (for its constants and functions)."""
+def _import_script(folder, name):
+    """The module of the command-line script ``<folder>/<name>.py`` (for its constants and functions)."""
     import importlib
 
-    bench = str(ROOT / "benchmarks")
-    sys.path.insert(0, bench)
+    where = str(ROOT / folder)
+    sys.path.insert(0, where)
     try:
         return importlib.import_module(name)
     finally:
-        sys.path.remove(bench)
+        sys.path.remove(where)
+
+
+def import_bench(name):
+    """The module of ``benchmarks/<name>.py``."""
+    return _import_script("benchmarks", name)
+
+
+def import_tool(name):
+    """The module of ``tools/<name>.py``."""
+    return _import_script("tools", name)
 
 
 def run_train_net(args, data_root, check=True, timeout=900, env=None):

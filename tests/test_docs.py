@@ -3,7 +3,7 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import import_bench
+from helpers import import_bench, import_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["README.md", "BENCHMARKS.md"]
@@ -19,10 +19,7 @@ def test_every_named_project_file_exists(doc):
 
 
 def test_results_tables_in_the_docs_are_the_ones_the_results_files_give():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import results_table
+    results_table = import_tool("results_table")
 
     readme, benchmarks = ((ROOT / doc).read_text() for doc in DOCS)
     # README holds the results table, BENCHMARKS.md the parts table; any copy elsewhere is equal too
@@ -40,10 +37,7 @@ def test_results_tables_in_the_docs_are_the_ones_the_results_files_give():
 
 def test_runs_table_lists_every_run_of_its_files_in_variant_then_seed_order(tmp_path):
     import json
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import results_table
+    results_table = import_tool("results_table")
 
     def bbox(ap50):
         return {"AP": ap50 / 2, "AP50": ap50, "AP75": ap50 / 3, "AP50-crazing": ap50 - 1, "AP50-rolled-in_scale": ap50 + 1}
@@ -65,10 +59,7 @@ def test_runs_table_lists_every_run_of_its_files_in_variant_then_seed_order(tmp_
 
 
 def test_runs_tables_label_every_variant_bench_accuracy_writes_in_its_order():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import results_table
+    results_table = import_tool("results_table")
 
     bench_accuracy = import_bench("bench_accuracy")
     assert list(results_table.VARIANT_LABELS) == bench_accuracy.ORDER
@@ -86,10 +77,7 @@ def test_kept_teachers_hold_their_weights():
 
 
 def test_paired_difference_pairs_runs_by_seed():
-    import sys
-
-    sys.path.insert(0, str(ROOT / "tools"))
-    import results_table
+    results_table = import_tool("results_table")
 
     crd = {1: 70.0, 2: 68.0, 3: 69.0}
     # seed 4 has no CRD run and a bare key (seed None) pairs with nothing: both are left out
