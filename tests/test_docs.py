@@ -86,3 +86,12 @@ def test_paired_difference_pairs_runs_by_seed():
     assert results_table.paired_difference({3: 69.04}, crd) == "+0.0 (1)"
     assert results_table.paired_difference({3: 68.98}, crd) == "+0.0 (1)"  # never "-0.0"
     assert results_table.paired_difference({5: 1.0}, crd) == "–"
+
+
+def test_pairing_by_seed_refuses_two_runs_of_one_seed_under_one_label():
+    results_table = import_tool("results_table")
+
+    found = [(1, {"AP50": 70.0}), (None, {"AP50": 10.0}), (2, {"AP50": 68.0})]
+    assert results_table.ap50_by_seed(found, "x / CRD") == {1: 70.0, 2: 68.0}
+    with pytest.raises(ValueError, match="x / CRD: two runs of seed 1"):
+        results_table.ap50_by_seed(found + [(1, {"AP50": 71.0})], "x / CRD")

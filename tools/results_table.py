@@ -152,6 +152,20 @@ def runs_of(sources, results_dir=RESULTS):
     return [b["AP50"] for b in bboxes_of(sources, results_dir)]
 
 
+def ap50_by_seed(found, label):
+    """{seed: AP50} of (seed, bbox) runs, for pairing; runs without a seed are left out. Two runs
+    of one seed under one label (two source files holding the same seed) would pair only one of
+    them, so they are an error naming the label and the seed."""
+    by_seed = {}
+    for seed, bbox in found:
+        if seed is None:
+            continue
+        if seed in by_seed:
+            raise ValueError(f"{label}: two runs of seed {seed}; pairing by seed needs one run per seed")
+        by_seed[seed] = bbox["AP50"]
+    return by_seed
+
+
 def paired_difference(runs, reference):
     """AP50 of ``runs`` minus ``reference``'s, seed by seed over the seeds both ran (dicts seed ->
     AP50): "mean ± standard error (pairs)", the mean alone with one pair, "–" with none. The
@@ -173,7 +187,7 @@ def parts_table(results_dir=RESULTS):
         seeded = {label: seeded_bboxes_of(sources, results_dir) for label, sources in rows}
         seeded = {label: found for label, found in seeded.items() if found}
         runs = {label: [b["AP50"] for _, b in found] for label, found in seeded.items()}
-        by_seed = {label: {s: b["AP50"] for s, b in found} for label, found in seeded.items()}
+        by_seed = {label: ap50_by_seed(found, f"{setting} / {label}") for label, found in seeded.items()}
         mean = {label: round(statistics.mean(v), 1) for label, v in runs.items()}
         for label, values in runs.items():
             ap = statistics.mean(b["AP"] for _, b in seeded[label])
