@@ -58,7 +58,8 @@ RUN_STAGES = {"train": Stage(1, precious=True), "eval": Stage(2, ("train",), pre
 
 
 def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
-    """One resumable run: train (or resume), then evaluate with the plain config."""
+    """One resumable run: train (or resume), then evaluate with the plain config. True when it
+    recorded a result in ``results`` (False: found done already, nothing to write)."""
     out = Path(out)
     ap_file = out / "eval" / "inference" / eval_dataset(opts) / RESULTS_FILE
     opts, entry = [str(o) for o in opts], entry_command()
@@ -77,12 +78,13 @@ def train_and_eval(name, train_cfg, eval_cfg, out, opts, results, key):
         (out / "train_seconds.txt").write_text(f"{runner.status.get('train')['seconds']:.1f}\n")
     if not trained and not evaluated and key in results["runs"]:
         print(f"[{name}] done already: {ap_file}")
-        return
+        return False
     bbox = load_ap_results(ap_file)["bbox"]
     seconds = (out / "train_seconds.txt").read_text().strip() if (out / "train_seconds.txt").exists() else "nan"
     results["runs"][key] = {"config": train_cfg, "output": str(out), "bbox": bbox,
                             "train_seconds": float(seconds), "opts": opts,
                             "command": " ".join(["python"] + sys.argv), "machine": machine()}
+    return True
 
 
 def schedule(config, max_iter, preset, opts):
@@ -207,8 +209,9 @@ def main():
         if missing:
             raise SystemExit(f"--teacher {args.teacher}: no {' or '.join(missing)} in it")
     elif args.stage in ("teacher", "all"):
-        train_and_eval(teacher_key, teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, teacher_key)
-        save(name, results, args.results_dir)
+        # a command that finds its runs done leaves the file (its date, git and command) as it was
+        if train_and_eval(teacher_key, teacher_cfg, teacher_cfg, teacher_out, teacher_opts, results, teacher_key):
+            save(name, results, args.results_dir)
     if args.stage in ("students", "all"):
         weights = teacher_out / "model_final.pth"
         if not weights.is_file() and set(args.variants) != {"baseline"}:
@@ -227,8 +230,9 @@ def main():
                 key = f"{variant}@{seed}"
                 # distilled from another teacher seed: its own folder (the default teacher's runs stand)
                 from_teacher = f"_teacher{args.teacher_seed}" if parts is not None and args.teacher_seed is not None else ""
-                train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}{from_teacher}", opts, results, key)
-                save(name, results, args.results_dir)
+                if train_and_eval(key, cfg, student_plain, root / f"{variant}_seed{seed}{from_teacher}", opts,
+                                  results, key):
+                    save(name, results, args.results_dir)
     print(report(results))
 
 

@@ -184,11 +184,14 @@ def test_bench_accuracy_tiny(tmp_path):
         written = json.loads(next((Path(run["output"]) / "eval" / "inference").glob("*/ap_results.json")).read_text())
         assert run["bbox"] == written["bbox"], key
     assert set(result["summary"]) == {"teacher", "baseline", "tkd"}
-    # a rerun finds every stage done and trains nothing
+    # a rerun finds every stage done, trains nothing and leaves the results file (its date, git
+    # and command) as it was
+    written_before = (tmp_path / "accuracy_synthetic_retinanet_tiny.json").stat().st_mtime_ns
     proc = run_bench("bench_accuracy.py", ["--variants", "baseline", "tkd", "--output-root", str(out)],
                      tmp_path, timeout=300)
     assert "train_net.py --config-file" not in proc.stdout
     assert proc.stdout.count("done already") == 3
+    assert (tmp_path / "accuracy_synthetic_retinanet_tiny.json").stat().st_mtime_ns == written_before
     # the report: one summary row per model with its AP50 gain over the baseline
     tkd = result["summary"]["tkd"]["AP50"] - result["summary"]["baseline"]["AP50"]
     assert f"| tkd | 1 | " in proc.stdout and f"| {tkd:+.1f} |" in proc.stdout
