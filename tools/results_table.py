@@ -87,6 +87,7 @@ _FCOS_LONG_70 = "accuracy_neu_det_fcos_Lite2_Lite0_long200_ablation_teacher70p4"
 _SYNTHETIC = "accuracy_synthetic_retinanet_Lite2_Lite0_variants"
 _ALIGN = "accuracy_synthetic_retinanet_Lite2_Lite0_feature_align"
 _WEAK = "accuracy_synthetic_retinanet_Lite2_Lite0_weak_teacher"
+_FCOS_T4800 = "accuracy_neu_det_fcos_Lite2_Lite0_long200_teacher4800"
 _ORIENT = "accuracy_neu_det_retinanet_Lite2_Lite0_long200_orientation"
 _ORIENT_T4800 = _ORIENT + "_teacher4800"
 _PCB_TRUST = "accuracy_deeppcb_retinanet_Lite2_Lite0_budget1h_trust"
@@ -101,6 +102,9 @@ PARTS_ROWS = [
         ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
         ("CRD", [(_FCOS_LONG, "crd")]), ("CRD + DED", [(_FCOS_LONG, "crd_ded")]),
         ("CRD + DRD", [(_FCOS_LONG, "crd_drd")]), ("TKD (all three)", [(_FCOS_LONG, "tkd")])]),
+    ("FCOS Lite2 → Lite0, NEU-DET, long schedule, a 71.2 teacher (4,800 it)", [
+        ("baseline", [("accuracy_neu_det_fcos_Lite2_Lite0_long200", "baseline")]),
+        ("CRD", [(_FCOS_T4800, "crd")]), ("TKD (all three)", [(_FCOS_T4800, "tkd")])]),
     ("RetinaNet Lite2 → Lite0, synthetic set (the main job's), 500 it", [
         ("baseline", [(_SYNTHETIC, "baseline")]), ("CRD", [(_SYNTHETIC, "crd")]),
         ("CRD + DED", [(_SYNTHETIC, "crd_ded")]), ("TKD (all three)", [(_SYNTHETIC, "tkd")]),
